@@ -1,0 +1,109 @@
+"""The whole labnet plugin contract on one page.
+
+A plugin is a module (or object) with functions named like these hooks and marked
+with ``@labnet.hookimpl``. An implementation may accept fewer arguments than its
+spec, so labnet can add arguments later without breaking plugins. Hooks are called
+last-registered-first unless ``tryfirst`` / ``trylast`` say otherwise.
+
+The same nouns name the same things everywhere: ``run`` (the :class:`labnet.train.Run`
+being trained), ``cfg`` (the composed config), ``epoch``, ``metrics`` (a dict of
+floats), ``model`` (the :class:`labnet.nn.Sequential`).
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("labnet")
+hookimpl = pluggy.HookimplMarker("labnet")
+
+
+# ---------------------------------------------------------------------------
+# registration: which components a plugin provides
+# ---------------------------------------------------------------------------
+
+
+@hookspec
+def labnet_layers() -> list[type]:
+    """Return the layer classes this plugin provides.
+
+    :returns: a list of classes; each class's ``name`` attribute is the name
+        users type in a model's layer specs (``{type: conv2d, ...}``).
+    """
+
+
+@hookspec
+def labnet_optimizers() -> list[type]:
+    """Return the optimizer classes this plugin provides (``optimizer=NAME``)."""
+
+
+@hookspec
+def labnet_losses() -> list[type]:
+    """Return the loss classes this plugin provides (``loss=NAME``)."""
+
+
+@hookspec
+def labnet_datasets() -> list[type]:
+    """Return the data set classes this plugin provides (``dataset=NAME``)."""
+
+
+@hookspec
+def labnet_config_dirs() -> list[str]:
+    """Return folders of Hydra config groups this plugin ships.
+
+    A folder holding ``model/simple_convnet.yaml`` makes ``model=simple_convnet``
+    available. Components without a YAML still get a config derived from their
+    constructor's signature.
+    """
+
+
+# ---------------------------------------------------------------------------
+# lifecycle: observe or steer a run
+# ---------------------------------------------------------------------------
+
+
+@hookspec
+def labnet_run_start(run, cfg, model) -> None:
+    """Called once before the first epoch, after the model is built.
+
+    :param run: the run being trained (``run.name``, ``run.output_dir``, ``run.state``).
+    :param cfg: the composed config (an OmegaConf ``DictConfig``).
+    :param model: the model about to be trained.
+    """
+
+
+@hookspec
+def labnet_epoch_end(run, epoch, metrics, model) -> None:
+    """Called after each epoch's evaluation.
+
+    :param epoch: the epoch that just ended, counted from 1.
+    :param metrics: this epoch's metrics (``train_loss``, ``val_accuracy``, ...);
+        a hook may add entries, which later hooks and the tracker see.
+    :param model: the model; a hook may set ``run.stop_reason`` to stop training.
+    """
+
+
+@hookspec
+def labnet_run_end(run, status, metrics, model, error) -> None:
+    """Called once when a run ends, however it ends.
+
+    :param status: ``"FINISHED"``, ``"FAILED"`` or ``"KILLED"``.
+    :param metrics: the final metrics (``test_accuracy`` when there is a test split).
+    :param error: the exception that ended the run, or ``None``.
+    """
+
+
+@hookspec
+def labnet_sweep_start(sweep) -> None:
+    """Called in the launching process before the first job of a multirun starts.
+
+    :param sweep: the sweep (``sweep.id``, ``sweep.dir``, ``sweep.cfg``).
+    """
+
+
+@hookspec
+def labnet_sweep_end(sweep, results) -> None:
+    """Called in the launching process after the last job of a multirun ended.
+
+    :param results: one dict per job: its overrides, status and objective.
+    """

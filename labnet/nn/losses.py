@@ -1,0 +1,137 @@
+"""The built-in losses. Each takes targets as integer labels or one-hot rows.
+
+Protocol: ``forward(scores, targets) -> float`` (mean over the batch), ``backward() ->
+dscores``, and ``probabilities(scores)`` mapping raw model outputs to what a user
+reads as a prediction (class probabilities for classifiers).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from labnet.errors import ShapeError
+
+
+def _labels_of(targets: np.ndarray) -> np.ndarray:
+    return targets if targets.ndim == 1 else targets.argmax(axis=1)
+
+
+def _check_targets(scores: np.ndarray, targets: np.ndarray, loss: str) -> None:
+    if targets.shape[0] != scores.shape[0] or (targets.ndim == 2 and targets.shape != scores.shape):
+        raise ShapeError(
+            f"{loss}: targets of shape {targets.shape} do not fit scores of shape {scores.shape}; "
+            f"expected labels of shape ({scores.shape[0]},) or one-hot of shape {scores.shape}"
+        )
+
+
+class Loss:
+    name: ClassVar[str] = ""
+
+    def forward(self, scores: np.ndarray, targets: np.ndarray) -> float:
+        raise NotImplementedError
+
+    def backward(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def probabilities(self, scores: np.ndarray) -> np.ndarray:
+        return scores
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class SoftmaxCrossEntropy(Loss):
+    """Softmax and cross-entropy fused: stable (max-shifted) and with the short gradient
+    ``(softmax(scores) - onehot(targets)) / n``.
+
+    scores : ndarray of shape (n, classes); targets : (n,) labels or (n, classes) one-hot.
+    """
+
+    name = "softmax_cross_entropy"
+
+    def probabilities(self, scores: np.ndarray) -> np.ndarray:
+        p = scores - scores.max(axis=1, keepdims=True)
+        np.exp(p, out=p)
+        p /= p.sum(axis=1, keepdims=True)
+        return p
+
+    def forward(self, scores, targets):
+        n = scores.shape[0]
+        self.n, self.targets = n, targets
+        self.probs = p = self.probabilities(scores)
+        tiny = np.finfo(p.dtype).tiny
+        if targets.ndim == 1:
+            if targets.shape[0] != n:
+                _check_targets(scores, targets, self.name)
+            picked = p[np.arange(n), targets]
+            return float(-np.log(np.maximum(picked, tiny)).sum() / n)
+        _check_targets(scores, targets, self.name)
+        return float(-(targets * np.log(np.maximum(p, tiny))).sum() / n)
+
+    def backward(self):
+        d = self.probs
+        if self.targets.ndim == 1:
+            d[np.arange(self.n), self.targets] -= 1
+        else:
+            d -= self.targets
+        d /= self.n
+        return d
+
+
+class MeanSquaredError(Loss):
+    """The book's sum of squares: 0.5 * sum((y - t)²) per sample, averaged over the batch.
+
+    Integer labels are compared as one-hot rows.
+    """
+
+    name = "mse"
+
+    def forward(self, scores, targets):
+        if targets.ndim == 1 and scores.ndim == 2 and scores.shape[1] > 1:
+            onehot = np.zeros_like(scores)
+            onehot[np.arange(len(targets)), targets] = 1
+            targets = onehot
+        targets = targets.reshape(scores.shape) if targets.size == scores.size else targets
+        _check_targets(scores, targets, self.name)
+        self.diff = scores - targets
+        return float(0.5 * np.sum(self.diff**2) / scores.shape[0])
+
+    def backward(self):
+        return self.diff / self.diff.shape[0]
+
+
+class SigmoidBinaryCrossEntropy(Loss):
+    """Sigmoid and binary cross-entropy fused, for one or more independent 0/1 outputs.
+
+    With one output column, integer labels 0/1 are the targets; with k columns, targets
+    are (n, k) 0/1 rows (or labels, read as one-hot).
+    """
+
+    name = "sigmoid_binary_cross_entropy"
+
+    def probabilities(self, scores):
+        return 0.5 * (1.0 + np.tanh(0.5 * scores))  # the stable form of 1 / (1 + exp(-s))
+
+    def forward(self, scores, targets):
+        t = targets.astype(scores.dtype)
+        if t.ndim == 1:
+            if scores.shape[1] == 1:
+                t = t[:, None]
+            else:
+                onehot = np.zeros_like(scores)
+                onehot[np.arange(len(targets)), targets] = 1
+                t = onehot
+        _check_targets(scores, t, self.name)
+        self.t, self.n = t, scores.shape[0]
+        self.probs = self.probabilities(scores)
+        # log(1 + exp(-|s|)) + max(s, 0) - s*t is the stable form of the cross-entropy
+        loss = np.logaddexp(0, -np.abs(scores)) + np.maximum(scores, 0) - scores * t
+        return float(loss.sum() / self.n)
+
+    def backward(self):
+        return (self.probs - self.t) / self.n
+
+
+BUILTIN_LOSSES = [SoftmaxCrossEntropy, MeanSquaredError, SigmoidBinaryCrossEntropy]

@@ -1,0 +1,201 @@
+"""The book's optimizers (common/optimizer.py), updating parameters in place.
+
+``step(params, grads)`` walks the shared keys of two dicts of arrays. State (velocity,
+squared-gradient sums, moments) is created lazily with the same keys, so
+``state_dict()`` is just those arrays. ``weight_decay`` adds ``weight_decay * p`` to
+each gradient (L2, coupled, as in PyTorch's SGD).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import numpy as np
+
+from labnet.errors import ConfigError
+
+
+class Optimizer:
+    name: ClassVar[str] = ""
+    #: the state slots this optimizer keeps per parameter
+    slots: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, lr: float = 0.01, weight_decay: float = 0.0) -> None:
+        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+            raise ConfigError(f"{self.name} lr={lr!r}: the learning rate must be a finite number > 0")
+        if not (isinstance(weight_decay, (int, float)) and weight_decay >= 0):
+            raise ConfigError(f"{self.name} weight_decay={weight_decay!r}: must be a number >= 0")
+        self.lr, self.weight_decay = float(lr), float(weight_decay)
+        self.t = 0
+        self.state: dict[str, dict[str, np.ndarray]] = {slot: {} for slot in self.slots}
+        self._tmp: dict[str, np.ndarray] = {}
+
+    def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> None:
+        """Update every ``params[k]`` in place from ``grads[k]``."""
+        self.t += 1
+        for key, p in params.items():
+            g = grads[key]
+            if self.weight_decay:
+                g = np.add(g, self.weight_decay * p, out=self._buffer("wd", key, p))
+            self.update(key, p, g)
+
+    def update(self, key: str, p: np.ndarray, g: np.ndarray) -> None:
+        raise NotImplementedError
+
+    # -- state -------------------------------------------------------------------------
+    def slot(self, slot: str, key: str, like: np.ndarray) -> np.ndarray:
+        """The state array ``slot`` of parameter ``key``, created as zeros at first use."""
+        arr = self.state[slot].get(key)
+        if arr is None:
+            arr = self.state[slot][key] = np.zeros_like(like)
+        return arr
+
+    def _buffer(self, purpose: str, key: str, like: np.ndarray) -> np.ndarray:
+        buf = self._tmp.get(purpose + key)
+        if buf is None or buf.shape != like.shape:
+            buf = self._tmp[purpose + key] = np.empty_like(like)
+        return buf
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Flat ``{"slot/key": array, "t": step}``, ready for ``np.savez``."""
+        out = {f"{slot}/{key}": arr.copy() for slot, arrays in self.state.items() for key, arr in arrays.items()}
+        out["t"] = np.asarray(self.t)
+        return out
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        self.t = int(state["t"])
+        self.state = {slot: {} for slot in self.slots}
+        for name, arr in state.items():
+            if name == "t":
+                continue
+            slot, _, key = name.partition("/")
+            if slot not in self.state:
+                raise ConfigError(f"optimizer state has slot {slot!r}, but {self.name} keeps {list(self.slots)}")
+            self.state[slot][key] = np.array(arr)
+
+    def __repr__(self) -> str:
+        hp = {k: v for k, v in vars(self).items() if isinstance(v, float)}
+        return f"{type(self).__name__}({', '.join(f'{k}={v}' for k, v in hp.items())})"
+
+
+class SGD(Optimizer):
+    """p -= lr * g"""
+
+    name = "sgd"
+
+    def update(self, key, p, g):
+        tmp = np.multiply(g, self.lr, out=self._buffer("tmp", key, p))
+        p -= tmp
+
+
+class Momentum(Optimizer):
+    """v = momentum * v - lr * g;  p += v"""
+
+    name = "momentum"
+    slots = ("v",)
+
+    def __init__(self, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 0.0) -> None:
+        super().__init__(lr, weight_decay)
+        self.momentum = float(momentum)
+
+    def update(self, key, p, g):
+        v = self.slot("v", key, p)
+        v *= self.momentum
+        v -= np.multiply(g, self.lr, out=self._buffer("tmp", key, p))
+        p += v
+
+
+class Nesterov(Momentum):
+    """Nesterov's accelerated gradient in the book's form:
+    v = m*v - lr*g;  p += m*m*v - (1+m)*lr*g"""
+
+    name = "nesterov"
+
+    def update(self, key, p, g):
+        v, m = self.slot("v", key, p), self.momentum
+        tmp = self._buffer("tmp", key, p)
+        v *= m
+        v -= np.multiply(g, self.lr, out=tmp)
+        p += np.multiply(v, m * m, out=tmp)
+        p -= np.multiply(g, (1 + m) * self.lr, out=tmp)
+
+
+class AdaGrad(Optimizer):
+    """h += g²;  p -= lr * g / (sqrt(h) + 1e-7)"""
+
+    name = "adagrad"
+    slots = ("h",)
+    eps = 1e-7
+
+    def update(self, key, p, g):
+        h, tmp = self.slot("h", key, p), self._buffer("tmp", key, p)
+        h += np.multiply(g, g, out=tmp)
+        np.sqrt(h, out=tmp)
+        tmp += self.eps
+        np.divide(g, tmp, out=tmp)
+        tmp *= self.lr
+        p -= tmp
+
+
+class RMSprop(Optimizer):
+    """h = decay_rate * h + (1 - decay_rate) * g²;  p -= lr * g / (sqrt(h) + 1e-7)"""
+
+    name = "rmsprop"
+    slots = ("h",)
+    eps = 1e-7
+
+    def __init__(self, lr: float = 0.01, decay_rate: float = 0.99, weight_decay: float = 0.0) -> None:
+        super().__init__(lr, weight_decay)
+        if not 0.0 <= float(decay_rate) < 1.0:
+            raise ConfigError(f"rmsprop decay_rate={decay_rate!r}: must be in [0, 1)")
+        self.decay_rate = float(decay_rate)
+
+    def update(self, key, p, g):
+        h, tmp = self.slot("h", key, p), self._buffer("tmp", key, p)
+        h *= self.decay_rate
+        np.multiply(g, g, out=tmp)
+        tmp *= 1 - self.decay_rate
+        h += tmp
+        np.sqrt(h, out=tmp)
+        tmp += self.eps
+        np.divide(g, tmp, out=tmp)
+        tmp *= self.lr
+        p -= tmp
+
+
+class Adam(Optimizer):
+    """Adam with bias correction folded into the step size, as in the book:
+    m += (1-b1)(g-m);  v += (1-b2)(g²-v);  p -= lr*sqrt(1-b2^t)/(1-b1^t) * m/(sqrt(v)+1e-7)"""
+
+    name = "adam"
+    slots = ("m", "v")
+    eps = 1e-7
+
+    def __init__(
+        self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999, weight_decay: float = 0.0
+    ) -> None:
+        super().__init__(lr, weight_decay)
+        for label, beta in (("beta1", beta1), ("beta2", beta2)):
+            if not 0.0 <= float(beta) < 1.0:
+                raise ConfigError(f"adam {label}={beta!r}: must be in [0, 1)")
+        self.beta1, self.beta2 = float(beta1), float(beta2)
+
+    def update(self, key, p, g):
+        m, v, tmp = self.slot("m", key, p), self.slot("v", key, p), self._buffer("tmp", key, p)
+        lr_t = self.lr * math.sqrt(1.0 - self.beta2**self.t) / (1.0 - self.beta1**self.t)
+        np.subtract(g, m, out=tmp)
+        tmp *= 1 - self.beta1
+        m += tmp
+        np.multiply(g, g, out=tmp)
+        tmp -= v
+        tmp *= 1 - self.beta2
+        v += tmp
+        np.sqrt(v, out=tmp)
+        tmp += self.eps
+        np.divide(m, tmp, out=tmp)
+        tmp *= lr_t
+        p -= tmp
+
+
+BUILTIN_OPTIMIZERS = [SGD, Momentum, Nesterov, AdaGrad, RMSprop, Adam]

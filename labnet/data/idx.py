@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import os
 import tempfile
 import threading
@@ -123,13 +124,12 @@ def load_idx(path: Path, spec: IdxFile) -> np.ndarray:
 
     The returned array is read-only and shared: derive new arrays from it, never modify it.
     """
-    path = path.resolve()
     try:
         st = path.stat()
     except OSError as e:
         raise DataError(f"{path}: cannot be read ({e.strerror or e})") from e
     stamp = (st.st_mtime_ns, st.st_size)
-    key = (path, spec)
+    key = (path.resolve(), spec)  # errors still name the path the user configured
     with _cache_lock:
         hit = _cache.get(key)
         if hit is not None and hit[0] == stamp:
@@ -151,7 +151,9 @@ def download_url(url: str, dest: Path, timeout: float = DOWNLOAD_TIMEOUT) -> Non
 
     with urllib.request.urlopen(url, timeout=timeout) as response, open(dest, "wb") as out:
         total = int(response.headers.get("Content-Length") or 0) or None
-        with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=url.rsplit("/", 1)[-1]) as bar:
+        with tqdm(
+            total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=url.rsplit("/", 1)[-1]
+        ) as bar:
             while chunk := response.read(1 << 16):
                 out.write(chunk)
                 bar.update(len(chunk))
@@ -162,18 +164,21 @@ def _fetch_one(folder: Path, spec: IdxFile, mirrors: Sequence[str], downloader: 
     failures = []
     for base in mirrors:
         url = base.rstrip("/") + "/" + spec.name
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{spec.name}.", suffix=".part", dir=folder)
-        os.close(fd)
-        tmp = Path(tmp_name)
+        tmp = None
         try:
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{spec.name}.", suffix=".part", dir=folder)
+            os.close(fd)
+            tmp = Path(tmp_name)
             downloader(url, tmp)
             read_idx_file(tmp, spec)  # never keep a file that does not verify
-            os.replace(tmp, folder / spec.name)
+            os.replace(tmp, folder / spec.name)  # atomic: readers never see a partial file
             return []
-        except (OSError, ValueError, DataError) as e:  # URLError and timeouts are OSErrors
+        # URLError, timeouts, refused writes are OSErrors; a broken transfer can be an HTTPException
+        except (OSError, ValueError, http.client.HTTPException, DataError) as e:
             failures.append(f"{url}: {e}")
         finally:
-            tmp.unlink(missing_ok=True)
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
     return failures
 
 
@@ -206,8 +211,10 @@ def ensure_files(
         if not missing:
             return
     names = ", ".join(s.name for s in missing)
-    why = "downloading is off (dataset.download=false)" if not download else "downloading failed:\n  " + (
-        "\n  ".join(failures)
+    why = (
+        "downloading is off (dataset.download=false)"
+        if not download
+        else "downloading failed:\n  " + ("\n  ".join(failures))
     )
     raise DataError(
         f"{title} files missing from {folder}: {names}\n"

@@ -17,7 +17,11 @@ def _check_int(key: str, value: object, low: int) -> None:
 
 
 def make_spiral(
-    num_per_class: int, num_classes: int, noise: float, rng: np.random.Generator, dtype: DTypeLike = np.float32
+    num_per_class: int,
+    num_classes: int,
+    noise: float,
+    rng: np.random.Generator,
+    dtype: DTypeLike = np.float32,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The book's spiral: for class j and i in 0..N-1, with rate = i / N and z ~ N(0, 1),
     theta = 4 j + 4 rate + noise z and the point is rate * (sin theta, cos theta).

@@ -87,6 +87,32 @@ class LabnetPluginManager:
         self.pm.unregister(name=name)
         self.providers.pop(name, None)
 
+    def call(self, hook_name: str, **kwargs):
+        """Call a lifecycle hook; an exception is re-raised as a PluginError naming the plugin."""
+        try:
+            return getattr(self.pm.hook, hook_name)(**kwargs)
+        except PluginError:
+            raise
+        except Exception as err:
+            raise PluginError(f"plugin {self.blame(err)} raised in {hook_name}: {type(err).__name__}: {err}") from err
+
+    def blame(self, err: BaseException) -> str:
+        """The registered plugin whose code raised ``err`` (from its traceback), as 'name (dist version)'."""
+        modules = {getattr(plugin, "__name__", None): name for name, plugin in self.pm.list_name_plugin()}
+        culprit = None
+        tb = err.__traceback__
+        while tb is not None:
+            module = tb.tb_frame.f_globals.get("__name__", "")
+            for plugin_module, name in modules.items():
+                if plugin_module and (
+                    module == plugin_module or module.startswith(plugin_module.rsplit(".", 1)[0] + ".")
+                ):
+                    culprit = name
+            tb = tb.tb_next
+        if culprit is None:
+            return "(unknown)"
+        return f"{culprit!r} ({self.providers.get(culprit, '?')})"
+
     def distributions(self) -> list[str]:
         """``name==version`` of every distribution that contributed a plugin, sorted."""
         return sorted({f"{p.dist}=={p.version}" for p in self.providers.values()})
@@ -126,7 +152,8 @@ def get_plugin_manager(block: tuple[str, ...] | list[str] = (), entry_points: bo
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as err:
-        raise PluginError(f"{err}; known hooks: {', '.join(sorted(h for h in dir(pm.hook) if h.startswith('labnet_')))}")
+        known = ", ".join(sorted(h for h in dir(pm.hook) if h.startswith("labnet_")))
+        raise PluginError(f"{err}; known hooks: {known}") from err
     return manager
 
 
@@ -147,8 +174,7 @@ class Registry:
                     results = caller()
                 except Exception as err:
                     raise PluginError(
-                        f"plugin {plugin_name!r} from {provider} raised in {hook_name}(): "
-                        f"{type(err).__name__}: {err}"
+                        f"plugin {plugin_name!r} from {provider} raised in {hook_name}(): {type(err).__name__}: {err}"
                     ) from err
                 for classes in results:
                     for cls in classes or ():
@@ -159,7 +185,7 @@ class Registry:
         if not isinstance(name, str) or not name:
             raise PluginError(
                 f"{kind} class {cls.__module__}.{cls.__qualname__} from {provider} has no `name` attribute; "
-                "give it `name = \"...\"`, the name users type in configs"
+                'give it `name = "..."`, the name users type in configs'
             )
         existing = self.components[kind].get(name)
         if existing is not None and existing.cls is not cls:

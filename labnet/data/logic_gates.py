@@ -35,9 +35,7 @@ class LogicGates:
     def __init__(self, gate: str = "xor", one_hot: bool = False) -> None:
         key = gate.lower() if isinstance(gate, str) else gate
         if key not in TRUTH_TABLES:
-            raise ConfigError(
-                f"dataset.gate={gate!r} is not a known gate; use one of: {', '.join(TRUTH_TABLES)}"
-            )
+            raise ConfigError(f"dataset.gate={gate!r} is not a known gate; use one of: {', '.join(TRUTH_TABLES)}")
         self.gate = key
         self.one_hot = bool(one_hot)
 

@@ -67,9 +67,7 @@ class IdxImageDataset:
     def raw(self) -> dict[str, np.ndarray]:
         """The four verified, read-only uint8 arrays (cached per process), checked for consistency."""
         folder = self.directory
-        idx.ensure_files(
-            folder, list(self.files.values()), self.mirrors, title=self.title, download=self.download
-        )
+        idx.ensure_files(folder, list(self.files.values()), self.mirrors, title=self.title, download=self.download)
         arrays = {key: idx.load_idx(folder / spec.name, spec) for key, spec in self.files.items()}
         for part in ("train", "test"):
             images, labels = arrays[f"{part}_images"], arrays[f"{part}_labels"]
@@ -168,12 +166,8 @@ class FashionMnist(IdxImageDataset):
     # "Get the Data"); no checksum of the decompressed bytes is published, so these check the .gz
     # as distributed. A re-compressed copy fails the check even if its content is identical.
     files = {
-        "train_images": IdxFile(
-            "train-images-idx3-ubyte.gz", (28, 28), gz_md5="8d4fb7e6c68d591d4c3dfef9ec88bf0d"
-        ),
+        "train_images": IdxFile("train-images-idx3-ubyte.gz", (28, 28), gz_md5="8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
         "train_labels": IdxFile("train-labels-idx1-ubyte.gz", (), gz_md5="25c81989df183df01b3e8a0aad5dffbe"),
-        "test_images": IdxFile(
-            "t10k-images-idx3-ubyte.gz", (28, 28), gz_md5="bef4ecab320f06d8554ea6380940ec79"
-        ),
+        "test_images": IdxFile("t10k-images-idx3-ubyte.gz", (28, 28), gz_md5="bef4ecab320f06d8554ea6380940ec79"),
         "test_labels": IdxFile("t10k-labels-idx1-ubyte.gz", (), gz_md5="bb300cfdad3c16e7a12a480ee83cd310"),
     }

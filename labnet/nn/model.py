@@ -35,8 +35,7 @@ class Sequential:
                 out = layer.build(shape, rng, self.dtype)
             except ShapeError as err:
                 raise ShapeError(
-                    f"layer {index} ({layer.name or type(layer).__name__}) cannot take input of shape "
-                    f"{shape}: {err}"
+                    f"layer {index} ({layer.name or type(layer).__name__}) cannot take input of shape {shape}: {err}"
                 ) from None
             layer.needs_input_grad = index > 0
             shape = tuple(out)
@@ -57,7 +56,7 @@ class Sequential:
         self._grad_views: list[tuple[dict, str, np.ndarray]] = []
         self.n_decayed = 0
         offset = 0
-        for (i, layer, k), size in zip(entries, sizes):
+        for (i, layer, k), size in zip(entries, sizes, strict=True):
             shape = layer.params[k].shape
             if layer.params[k].ndim >= 2:
                 self.n_decayed = offset + size

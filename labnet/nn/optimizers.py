@@ -172,9 +172,7 @@ class Adam(Optimizer):
     slots = ("m", "v")
     eps = 1e-7
 
-    def __init__(
-        self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999, weight_decay: float = 0.0
-    ) -> None:
+    def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999, weight_decay: float = 0.0) -> None:
         super().__init__(lr, weight_decay)
         for label, beta in (("beta1", beta1), ("beta2", beta2)):
             if not 0.0 <= float(beta) < 1.0:

@@ -1,0 +1,58 @@
+"""Hydra plugins that put labnet's experiments and plugin-shipped configs on the search path.
+
+``experiments/`` (top level in a checkout, inside the package in a wheel) holds one
+YAML per experiment and is served as the ``experiment`` group, so ``+experiment=NAME``
+works wherever labnet is installed. Every folder a labnet plugin returns from
+``labnet_config_dirs()`` is appended as an ordinary config folder.
+"""
+
+from __future__ import annotations
+
+from hydra._internal.core_plugins.file_config_source import FileConfigSource
+from hydra.core.config_search_path import ConfigSearchPath
+from hydra.core.object_type import ObjectType
+from hydra.plugins.search_path_plugin import SearchPathPlugin
+
+GROUP = "experiment"
+
+
+class ExperimentsConfigSource(FileConfigSource):
+    """Serves a flat folder of YAML files as the ``experiment`` config group."""
+
+    @staticmethod
+    def scheme() -> str:
+        return "labnet-experiments"
+
+    def _inner(self, config_path: str) -> str | None:
+        if config_path == GROUP or config_path.startswith(GROUP + "/"):
+            return config_path[len(GROUP) :].lstrip("/")
+        return None
+
+    def load_config(self, config_path: str):
+        return super().load_config(self._inner(config_path) or config_path)
+
+    def is_group(self, config_path: str) -> bool:
+        if config_path == "":
+            return True
+        inner = self._inner(config_path)
+        return inner is not None and super().is_group(inner)
+
+    def is_config(self, config_path: str) -> bool:
+        inner = self._inner(config_path)
+        return bool(inner) and super().is_config(inner)
+
+    def list(self, config_path: str, results_filter: ObjectType | None) -> list[str]:
+        if config_path == "":
+            return [GROUP] if results_filter in (None, ObjectType.GROUP) else []
+        inner = self._inner(config_path)
+        return [] if inner is None else super().list(inner, results_filter)
+
+
+class LabnetSearchPathPlugin(SearchPathPlugin):
+    def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
+        from labnet.config import config_dirs, plugin_config_dirs
+
+        _, experiments = config_dirs()
+        search_path.append(provider="labnet", path=f"labnet-experiments://{experiments}")
+        for folder in plugin_config_dirs():
+            search_path.append(provider="labnet-plugin", path=f"file://{folder}")

@@ -1,0 +1,114 @@
+"""`python -m labnet` / `labnet`: the Hydra app, plus the `plugins` command.
+
+Errors a user can fix (a config typo, an unknown name, a corrupt file) are printed as
+one paragraph without a traceback; ``LABNET_DEBUG=1`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+
+SUBCOMMANDS = ("plugins",)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = os.environ.get("LABNET_DEBUG") == "1"
+    if argv and argv[0] == "plugins":
+        from labnet.cli_plugins import plugins_command
+
+        return plugins_command(argv[1:])
+    sys.argv = [sys.argv[0]] + argv
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us; we decide what to show
+    try:
+        _run_hydra()
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    except KeyboardInterrupt:
+        print("labnet: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if debug:
+            raise
+        message, code = explain(err, argv)
+        print(f"labnet: error: {message}", file=sys.stderr)
+        if code == 1:
+            print("(set LABNET_DEBUG=1 to see the traceback)", file=sys.stderr)
+        return code
+    return 0
+
+
+def _run_hydra() -> None:
+    import hydra
+
+    from labnet.app import task
+    from labnet.config import config_dirs, plugin_config_dirs, register_component_configs
+    from labnet.plugins import get_registry
+
+    conf, _ = config_dirs()
+    register_component_configs(get_registry(), [conf, *plugin_config_dirs()])
+    hydra.main(version_base=None, config_path=str(conf), config_name="config")(task)()
+
+
+def explain(err: BaseException, argv: list[str]) -> tuple[str, int]:
+    """A user-facing message and exit code for an exception that ended the app."""
+    from labnet.errors import LabnetError
+    from labnet.train.trainer import Interrupted
+
+    if isinstance(err, Interrupted):
+        return str(err), 130 if err.signum == 2 else 143
+    if isinstance(err, LabnetError):
+        return str(err), 2 if type(err).__name__ in ("ConfigError", "ShapeError") else 1
+    from hydra.errors import HydraException
+
+    if isinstance(err, HydraException):
+        text = str(err)
+        match = re.search(r"Could not override '([^']+)'", text)
+        if match and "." in match.group(1):
+            return _unknown_key_message(match.group(1), argv) or text, 2
+        missing = re.search(r"Could not find '([^/']+)/([^']+)'", text)
+        if missing and "Available options" not in text:
+            options = _group_options(missing.group(1))
+            text = f"unknown {missing.group(1)} {missing.group(2)!r}; available: {', '.join(options) or 'none'}"
+        return text.split("\nConfig search path:")[0].strip(), 2
+    return f"{type(err).__name__}: {err}", 1
+
+
+def _group_options(group: str) -> list[str]:
+    """Config names in ``group`` across labnet's folders, the experiments and plugin config folders."""
+    from labnet.config import config_dirs, plugin_config_dirs
+
+    conf, experiments = config_dirs()
+    folders = [experiments] if group == "experiment" else [conf / group]
+    folders += [d / group for d in plugin_config_dirs()]
+    return sorted({p.stem for folder in folders if folder.is_dir() for p in folder.glob("*.yaml")})
+
+
+def _unknown_key_message(key: str, argv: list[str]) -> str | None:
+    """For `group.key=value` with a misspelt key: the message listing the group's valid keys."""
+    from hydra import compose, initialize_config_dir
+
+    from labnet.config import config_dirs
+
+    group, _, name = key.rpartition(".")
+    rest = [a for a in argv if not a.startswith(key + "=") and not a.startswith("-")]
+    try:
+        with initialize_config_dir(config_dir=str(config_dirs()[0]), version_base=None):
+            cfg = compose("config", overrides=rest)
+        node = cfg.select(group) if hasattr(cfg, "select") else None
+    except Exception:
+        return None
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.select(cfg, group)
+    if node is None or not hasattr(node, "keys"):
+        return None
+    component = f" ({node.name})" if "name" in node else ""
+    valid = ", ".join(k for k in node.keys() if k != "name")
+    return f"unknown key {key!r} in {group}{component}; valid keys: {valid}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

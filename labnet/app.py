@@ -1,0 +1,193 @@
+"""The Hydra task: composed config -> components -> trainer -> hooks -> objective."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from labnet.build import build_model
+from labnet.config import build_component
+from labnet.errors import ConfigError, LabnetError
+from labnet.plugins import Registry, get_plugin_manager
+from labnet.sweep import write_result
+from labnet.train.trainer import Interrupted, Run, Trainer, TrainerConfig
+
+log = logging.getLogger("labnet")
+
+TRAINER_ONLY_KEYS = ("resume", "dtype", "threads")
+
+
+def _hydra_runtime() -> Any | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get() if HydraConfig.initialized() else None
+
+
+def in_multirun() -> bool:
+    hc = _hydra_runtime()
+    return hc is not None and str(hc.mode) == "RunMode.MULTIRUN"
+
+
+def default_run_name(cfg: DictConfig) -> str:
+    lr = cfg.optimizer.get("lr")
+    parts = [cfg.optimizer.name] + ([f"lr{lr:g}"] if isinstance(lr, (int, float)) else []) + [cfg.dataset.name]
+    return "-".join(parts)
+
+
+def thread_limit(cfg: DictConfig) -> int | None:
+    """BLAS threads for this run: ``trainer.threads``, else cores / parallel jobs in a sweep."""
+    if cfg.trainer.get("threads"):
+        return int(cfg.trainer.threads)
+    hc = _hydra_runtime()
+    n_jobs = None
+    if hc is not None and in_multirun():
+        n_jobs = OmegaConf.select(hc, "launcher.n_jobs", default=None)
+    if n_jobs and int(n_jobs) > 1:
+        return max(1, (os.cpu_count() or 1) // int(n_jobs))
+    return None
+
+
+def trainer_config(cfg: DictConfig) -> TrainerConfig:
+    options = {k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items() if k not in TRAINER_ONLY_KEYS}
+    valid = set(TrainerConfig.__dataclass_fields__) | set(TRAINER_ONLY_KEYS)
+    unknown = sorted(set(options) - valid)
+    if unknown:
+        raise ConfigError(f"unknown key trainer.{unknown[0]}; valid keys: {', '.join(sorted(valid))}")
+    options["progress"] = bool(options.get("progress", True)) and not in_multirun()
+    return TrainerConfig(**options)
+
+
+def plugin_manager_for(cfg: DictConfig):
+    """The plugins this config asks for: all but ``plugins.block`` (and the tracker with tracking=none)."""
+    block = list(cfg.get("plugins", {}).get("block", []) or [])
+    if cfg.tracking.name == "none":
+        block.append("mlflow_tracker")
+    return get_plugin_manager(block=block)
+
+
+def run_experiment(cfg: DictConfig, manager=None) -> float:
+    """Train one run as configured and return its objective (for Hydra sweepers)."""
+    manager = manager or plugin_manager_for(cfg)
+    for broken in manager.broken:
+        print(
+            f"labnet: warning: plugin {broken.plugin!r} ({broken.provider}) failed to import and is "
+            f"not loaded: {broken.error}",
+            file=sys.stderr,
+        )
+    registry = Registry(manager)
+    hc = _hydra_runtime()
+    output_dir = Path(hc.runtime.output_dir) if hc is not None else Path.cwd()
+    dtype = np.dtype(cfg.trainer.get("dtype", "float32"))
+    rng = np.random.default_rng(cfg.seed)
+    section = lambda name: OmegaConf.to_container(cfg[name], resolve=True)  # noqa: E731
+
+    dataset = build_component(registry.get("dataset", cfg.dataset.name), "dataset", section("dataset"))
+    data = dataset.load(rng, dtype=dtype)
+    model = build_model(section("model"), data, registry, rng, dtype)
+    loss = build_component(registry.get("loss", cfg.loss.name), "loss", section("loss"))
+    optimizer = build_component(registry.get("optimizer", cfg.optimizer.name), "optimizer", section("optimizer"))
+    tconf = trainer_config(cfg)
+    run = Run(name=cfg.tracking.get("run_name") or default_run_name(cfg), output_dir=output_dir, cfg=cfg)
+    run.info.update(dataset=dataset, data=data, loss=loss, optimizer=optimizer, registry=registry, manager=manager)
+    trainer = Trainer(
+        model,
+        loss,
+        optimizer,
+        data,
+        tconf,
+        rng,
+        hook=_HookRelay(manager),
+        checkpoint_path=output_dir / "checkpoint.npz",
+    )
+    if cfg.trainer.get("resume"):
+        trainer.resume_from(cfg.trainer.resume)
+
+    manager.call("labnet_run_start", run=run, cfg=cfg, model=model)
+    status, error, final = "FAILED", None, {}
+    try:
+        with _limited_threads(thread_limit(cfg)):
+            final = trainer.fit(run)
+        status = "FINISHED"
+    except Interrupted as err:
+        status, error = "KILLED", err
+        raise
+    except BaseException as err:
+        status, error = ("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"), err
+        raise
+    finally:
+        if not final and run.history:
+            final = dict(run.history[-1])
+        write_result(
+            output_dir,
+            {
+                "job": hc.job.num if hc is not None and in_multirun() else 0,
+                "overrides": list(hc.overrides.task) if hc is not None else [],
+                "status": status,
+                "error": str(error) if error else None,
+                "objective_metric": run.objective_metric,
+                "objective": run.best_objective,
+                "metrics": final,
+                "run_id": run.info.get("mlflow_run_id"),
+            },
+        )
+        manager.call("labnet_run_end", run=run, status=status, metrics=final, model=model, error=error)
+    _save_weights(model, output_dir)
+    summary = "  ".join(f"{k}={v:.4f}" for k, v in final.items() if k != "epoch_seconds" and isinstance(v, float))
+    print(
+        f"labnet: {run.name} finished after {run.epoch} epochs ({run.step} steps): {summary}"
+        + (f"  [{run.stop_reason}]" if run.stop_reason else "")
+    )
+    return float(run.best_objective)
+
+
+def _save_weights(model, output_dir: Path) -> None:
+    from labnet.train.checkpoint import save_npz
+
+    save_npz(output_dir / "weights.npz", model.state_dict())
+
+
+class _HookRelay:
+    """What the trainer calls hooks through: names the plugin when one raises."""
+
+    def __init__(self, manager) -> None:
+        self.manager = manager
+
+    def labnet_epoch_end(self, **kwargs):
+        return self.manager.call("labnet_epoch_end", **kwargs)
+
+
+class _limited_threads:
+    def __init__(self, limit: int | None) -> None:
+        self.limit, self.ctx = limit, None
+
+    def __enter__(self):
+        if self.limit:
+            from threadpoolctl import threadpool_limits
+
+            self.ctx = threadpool_limits(limits=self.limit)
+        return self
+
+    def __exit__(self, *exc):
+        if self.ctx is not None:
+            self.ctx.unregister()
+        return False
+
+
+def task(cfg: DictConfig) -> float:
+    """The Hydra task function: in a sweep a failing job is reported at once and the sweep goes on."""
+    if not in_multirun():
+        return run_experiment(cfg)
+    try:
+        return run_experiment(cfg)
+    except LabnetError as err:
+        hc = _hydra_runtime()
+        overrides = " ".join(hc.overrides.task) if hc is not None else ""
+        print(f"labnet: job {hc.job.num if hc else '?'} [{overrides}] FAILED: {err}", file=sys.stderr, flush=True)
+        return math.nan

@@ -1,0 +1,60 @@
+"""Checkpoints and weights as ``.npz`` files, never unpickled.
+
+A checkpoint holds the model state (``model/...``), the optimizer state
+(``optim/...``), the position in training and the RNG state, so a resumed run
+continues bit for bit where the interrupted one stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from labnet.errors import DataError
+
+
+def save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> Path:
+    """Write ``arrays`` atomically (temporary file, then rename): a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp.npz")
+    os.close(fd)
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read a ``.npz`` without unpickling; object arrays are refused with a clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"no such checkpoint or weights file: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except ValueError as err:
+        if "allow_pickle" in str(err) or "Object arrays" in str(err):
+            raise DataError(
+                f"{path} contains object arrays, which would need unpickling; labnet loads only plain "
+                "numeric arrays (np.savez of float/int arrays) and refuses pickles for safety"
+            ) from None
+        raise DataError(f"{path} is not a readable .npz file: {err}") from None
+    except (OSError, EOFError) as err:
+        raise DataError(f"{path} is not a readable .npz file: {err}") from None
+
+
+def encode_json(value) -> np.ndarray:
+    """A JSON value as a 0-d unicode array: storable in an .npz without pickling."""
+    return np.asarray(json.dumps(value))
+
+
+def decode_json(array: np.ndarray):
+    return json.loads(str(array))

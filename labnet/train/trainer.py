@@ -1,0 +1,280 @@
+"""The trainer: epochs of shuffled minibatches, evaluation, checkpoints, hooks.
+
+The hot loop does only NumPy work on preallocated buffers: no hook call, logging
+call or Python allocation per step. Lifecycle hooks run once per epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from labnet.data.base import DataSplits
+from labnet.errors import ConfigError, TrainingError
+from labnet.nn.losses import Loss
+from labnet.nn.model import Sequential
+from labnet.nn.optimizers import Optimizer
+from labnet.train import checkpoint as ckpt
+from labnet.train.metrics import evaluate, labels_of, predicted_labels
+
+
+class Interrupted(Exception):
+    """Training stopped by SIGINT / SIGTERM after a final checkpoint was written."""
+
+    def __init__(self, signum: int, checkpoint: Path | None) -> None:
+        self.signum, self.checkpoint = signum, checkpoint
+        where = f"; resume with trainer.resume={checkpoint}" if checkpoint else ""
+        super().__init__(f"interrupted by {signal.Signals(signum).name}{where}")
+
+
+@dataclass
+class Run:
+    """What lifecycle hooks see of a run."""
+
+    name: str
+    output_dir: Path
+    cfg: Any = None
+    epoch: int = 0
+    step: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    #: global step numbers and training losses of the epoch that just ended (for batched logging)
+    step_numbers: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    step_losses: np.ndarray = field(default_factory=lambda: np.empty(0))
+    #: a hook sets this to stop training after the current epoch
+    stop_reason: str | None = None
+    objective_metric: str = "val_accuracy"
+    best_objective: float = float("nan")
+    best_epoch: int = 0
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 10
+    batch_size: int = 100
+    patience: int | None = None
+    objective: str = "val_accuracy"
+    eval_batch_size: int = 10_000
+    checkpoint_every: int = 1
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if int(self.epochs) <= 0:
+            raise ConfigError(f"trainer.epochs={self.epochs!r}: must be a positive integer")
+        if int(self.batch_size) <= 0:
+            raise ConfigError(f"trainer.batch_size={self.batch_size!r}: must be a positive integer")
+        if self.patience is not None and int(self.patience) <= 0:
+            raise ConfigError(f"trainer.patience={self.patience!r}: must be a positive integer or null")
+
+
+def _minimizes(metric: str) -> bool:
+    return "loss" in metric
+
+
+class Trainer:
+    """Trains ``model`` on ``data`` with ``loss`` and ``optimizer``, calling ``hook`` each epoch.
+
+    :param hook: a pluggy hook relay (``manager.hook``) or ``None``.
+    :param rng: the run's one generator: shuffling and dropout draw from it.
+    """
+
+    def __init__(
+        self,
+        model: Sequential,
+        loss: Loss,
+        optimizer: Optimizer,
+        data: DataSplits,
+        config: TrainerConfig,
+        rng: np.random.Generator,
+        hook=None,
+        checkpoint_path: Path | None = None,
+    ) -> None:
+        self.model, self.loss, self.optimizer, self.data = model, loss, optimizer, data
+        self.config, self.rng, self.hook = config, rng, hook
+        self.checkpoint_path = checkpoint_path
+        n = len(data.train)
+        if config.batch_size > n:
+            raise ConfigError(
+                f"trainer.batch_size={config.batch_size} is larger than the training split ({n} samples); "
+                f"use a value from 1 to {n}"
+            )
+        self._param_group = {"params": model.flat_params}
+        self._grad_group = {"params": model.flat_grads}
+        self._signal: int | None = None
+        self._resume: dict[str, np.ndarray] | None = None
+
+    # -- checkpoints --------------------------------------------------------------------
+    def checkpoint_state(self, run: Run, epoch: int, batch_index: int, order, sums) -> dict[str, np.ndarray]:
+        state = {f"model/{k}": v for k, v in self.model.state_dict().items()}
+        state.update({f"optim/{k}": v for k, v in self.optimizer.state_dict().items()})
+        state["epoch"] = np.asarray(epoch)
+        state["batch_index"] = np.asarray(batch_index)
+        state["order"] = np.asarray(order if order is not None else [], np.int64)
+        state["sums"] = np.asarray(sums, np.float64)
+        state["rng"] = ckpt.encode_json(self.rng.bit_generator.state)
+        state["run"] = ckpt.encode_json(
+            {
+                "history": run.history,
+                "best_objective": run.best_objective,
+                "best_epoch": run.best_epoch,
+                "step": run.step,
+            }
+        )
+        return state
+
+    def save_checkpoint(self, run: Run, epoch: int, batch_index: int = 0, order=None, sums=(0, 0, 0)):
+        if self.checkpoint_path is None:
+            return None
+        return ckpt.save_npz(self.checkpoint_path, self.checkpoint_state(run, epoch, batch_index, order, sums))
+
+    def resume_from(self, path: str | Path) -> None:
+        """Load model, optimizer, RNG and position from a checkpoint written by this trainer."""
+        state = ckpt.load_npz(path)
+        if "epoch" not in state or "rng" not in state:
+            raise ConfigError(f"trainer.resume={path} is not a labnet checkpoint (no epoch / rng entries)")
+        self.model.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model/")})
+        self.optimizer.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("optim/")})
+        self.rng.bit_generator.state = ckpt.decode_json(state["rng"])
+        self._resume = state
+
+    # -- signals ------------------------------------------------------------------------
+    def _on_signal(self, signum, frame) -> None:
+        if self._signal is not None:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self._signal = signum
+
+    def _install_signal_handlers(self):
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        previous = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, self._on_signal)
+        return previous
+
+    # -- training -----------------------------------------------------------------------
+    def fit(self, run: Run) -> dict[str, float]:
+        """Train for ``config.epochs`` epochs (or until early stopping); returns final metrics."""
+        cfg, data = self.config, self.data
+        run.objective_metric = cfg.objective if data.val is not None else cfg.objective.replace("val_", "train_")
+        start_epoch, start_batch, order, sums = 1, 0, None, (0.0, 0.0, 0.0)
+        if self._resume is not None:
+            st = self._resume
+            saved = ckpt.decode_json(st["run"])
+            run.history, run.step = saved["history"], saved["step"]
+            run.best_objective, run.best_epoch = saved["best_objective"], saved["best_epoch"]
+            start_epoch, start_batch = int(st["epoch"]), int(st["batch_index"])
+            order = st["order"] if st["order"].size else None
+            sums = tuple(st["sums"])
+            if order is None:  # saved at an epoch boundary: continue with the next epoch
+                start_epoch += 1
+        previous = self._install_signal_handlers()
+        try:
+            for epoch in range(start_epoch, cfg.epochs + 1):
+                run.epoch = epoch
+                metrics = self._train_epoch(run, epoch, start_batch, order, sums)
+                start_batch, order, sums = 0, None, (0.0, 0.0, 0.0)
+                self._end_epoch(run, epoch, metrics)
+                if run.stop_reason:
+                    break
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        final = dict(run.history[-1]) if run.history else {}
+        if data.test is not None:
+            final["test_loss"], final["test_accuracy"] = evaluate(self.model, self.loss, data.test, cfg.eval_batch_size)
+        final[f"best_{run.objective_metric}"] = run.best_objective
+        return final
+
+    def _train_epoch(self, run: Run, epoch: int, start_batch: int, order, sums) -> dict[str, float]:
+        model, loss, optimizer = self.model, self.loss, self.optimizer
+        x_all, y_all = self.data.train
+        n, bs = len(x_all), self.config.batch_size
+        if order is None:
+            order = self.rng.permutation(n)
+        n_batches = -(-n // bs)
+        xb = np.empty((bs, *x_all.shape[1:]), x_all.dtype)
+        yb = np.empty((bs, *y_all.shape[1:]), y_all.dtype)
+        labels_all = labels_of(y_all)
+        lb = np.empty(bs, labels_all.dtype)
+        losses = np.full(n_batches, np.nan)
+        loss_sum, correct, seen = sums
+        forward, backward, step = model.forward, model.backward, optimizer.step
+        params, grads = self._param_group, self._grad_group
+        reg = model.regularization_loss if model.weight_decay else None
+        bar = self._progress(epoch, n_batches, start_batch)
+        t0 = time.perf_counter()
+        for b in range(start_batch, n_batches):
+            if self._signal is not None:
+                path = self.save_checkpoint(run, epoch, b, order, (loss_sum, correct, seen))
+                raise Interrupted(self._signal, path)
+            idx = order[b * bs : (b + 1) * bs]
+            k = len(idx)
+            x, y, lab = (xb, yb, lb) if k == bs else (xb[:k], yb[:k], lb[:k])
+            np.take(x_all, idx, axis=0, out=x)
+            np.take(y_all, idx, axis=0, out=y)
+            scores = forward(x, True)
+            np.take(labels_all, idx, out=lab)
+            correct += np.count_nonzero(predicted_labels(scores) == lab)
+            value = loss.forward(scores, y)
+            if reg is not None:
+                value += reg()
+            if not math.isfinite(value):
+                raise TrainingError(
+                    f"the training loss became {value} at step {run.step + 1} (epoch {epoch}, batch {b + 1}) "
+                    f"with {optimizer.name} lr={optimizer.lr}; the run diverged: lower optimizer.lr"
+                )
+            losses[b] = value
+            loss_sum += value * k
+            seen += k
+            backward(loss.backward())
+            step(params, grads)
+            run.step += 1
+            if bar is not None and b % 20 == 19:
+                bar.update(20)
+                bar.set_postfix(loss=f"{value:.4f}", refresh=False)
+        if bar is not None:
+            bar.close()
+        elapsed = time.perf_counter() - t0
+        done = np.arange(n_batches) >= start_batch
+        run.step_numbers = run.step - np.count_nonzero(done) + np.arange(np.count_nonzero(done)) + 1
+        run.step_losses = losses[done]
+        return {"train_loss": loss_sum / seen, "train_accuracy": correct / seen, "epoch_seconds": elapsed}
+
+    def _end_epoch(self, run: Run, epoch: int, metrics: dict[str, float]) -> None:
+        cfg = self.config
+        if self.data.val is not None:
+            metrics["val_loss"], metrics["val_accuracy"] = evaluate(
+                self.model, self.loss, self.data.val, cfg.eval_batch_size
+            )
+        if self.hook is not None:
+            self.hook.labnet_epoch_end(run=run, epoch=epoch, metrics=metrics, model=self.model)
+        run.history.append(metrics)
+        value = metrics.get(run.objective_metric, float("nan"))
+        better = (value < run.best_objective) if _minimizes(run.objective_metric) else (value > run.best_objective)
+        if math.isnan(run.best_objective) or better:
+            run.best_objective, run.best_epoch = value, epoch
+        elif cfg.patience and epoch - run.best_epoch >= cfg.patience:
+            run.stop_reason = (
+                f"early stopping: {run.objective_metric} did not improve for {cfg.patience} epochs "
+                f"(best {run.best_objective:.4f} at epoch {run.best_epoch})"
+            )
+        if cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0:
+            self.save_checkpoint(run, epoch)
+        if cfg.progress and sys.stderr.isatty():
+            shown = "  ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k != "epoch_seconds")
+            print(f"epoch {epoch}/{cfg.epochs}  {shown}", file=sys.stderr)
+
+    def _progress(self, epoch: int, total: int, start: int):
+        if not (self.config.progress and sys.stderr.isatty()):
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=total, initial=start, desc=f"epoch {epoch}", leave=False, mininterval=0.5, file=sys.stderr)

@@ -1,0 +1,1 @@
+"""A labnet plugin that cannot be imported (see plugin.py)."""

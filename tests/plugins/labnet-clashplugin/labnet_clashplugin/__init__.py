@@ -1,0 +1,1 @@
+"""A labnet plugin that clashes with a built-in (see plugin.py)."""

@@ -1,0 +1,1 @@
+"""A labnet plugin used by labnet's own tests (see plugin.py)."""

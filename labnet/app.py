@@ -13,7 +13,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from labnet.build import build_model
-from labnet.config import build_component
+from labnet.config import build_component, flatten_config
 from labnet.errors import ConfigError, LabnetError
 from labnet.plugins import Registry, get_plugin_manager
 from labnet.sweep import write_result
@@ -95,7 +95,9 @@ def run_experiment(cfg: DictConfig, manager=None) -> float:
     optimizer = build_component(registry.get("optimizer", cfg.optimizer.name), "optimizer", section("optimizer"))
     tconf = trainer_config(cfg)
     run = Run(name=cfg.tracking.get("run_name") or default_run_name(cfg), output_dir=output_dir, cfg=cfg)
-    run.info.update(dataset=dataset, data=data, loss=loss, optimizer=optimizer, registry=registry, manager=manager)
+    run.info.update(
+        dataset=dataset, data=data, loss=loss, optimizer=optimizer, registry=registry, manager=manager, hydra=hc
+    )
     trainer = Trainer(
         model,
         loss,
@@ -124,21 +126,24 @@ def run_experiment(cfg: DictConfig, manager=None) -> float:
     finally:
         if not final and run.history:
             final = dict(run.history[-1])
-        write_result(
-            output_dir,
-            {
-                "job": hc.job.num if hc is not None and in_multirun() else 0,
-                "overrides": list(hc.overrides.task) if hc is not None else [],
-                "status": status,
-                "error": str(error) if error else None,
-                "objective_metric": run.objective_metric,
-                "objective": run.best_objective,
-                "metrics": final,
-                "run_id": run.info.get("mlflow_run_id"),
-            },
-        )
-        manager.call("labnet_run_end", run=run, status=status, metrics=final, model=model, error=error)
-    _save_weights(model, output_dir)
+        run.info["weights_path"] = _save_weights(model, output_dir)
+        try:
+            manager.call("labnet_run_end", run=run, status=status, metrics=final, model=model, error=error)
+        finally:
+            write_result(
+                output_dir,
+                {
+                    "job": hc.job.num if hc is not None and in_multirun() else 0,
+                    "overrides": list(hc.overrides.task) if hc is not None else [],
+                    "status": status,
+                    "error": str(error) if error else None,
+                    "objective_metric": run.objective_metric,
+                    "objective": run.best_objective,
+                    "metrics": final,
+                    "params": flatten_config(cfg),
+                    "run_id": run.info.get("mlflow_run_id"),
+                },
+            )
     summary = "  ".join(f"{k}={v:.4f}" for k, v in final.items() if k != "epoch_seconds" and isinstance(v, float))
     print(
         f"labnet: {run.name} finished after {run.epoch} epochs ({run.step} steps): {summary}"
@@ -147,10 +152,10 @@ def run_experiment(cfg: DictConfig, manager=None) -> float:
     return float(run.best_objective)
 
 
-def _save_weights(model, output_dir: Path) -> None:
+def _save_weights(model, output_dir: Path) -> Path:
     from labnet.train.checkpoint import save_npz
 
-    save_npz(output_dir / "weights.npz", model.state_dict())
+    return save_npz(output_dir / "weights.npz", model.state_dict())
 
 
 class _HookRelay:

@@ -66,3 +66,25 @@ def build_model(
             f"classes: the last layer should produce {(data.num_classes,)}"
         )
     return model
+
+
+def model_spec(model: Sequential) -> dict[str, Any]:
+    """What rebuilds ``model`` elsewhere (the MLflow pyfunc model): layer types, hyperparameters, shapes."""
+    return {
+        "layers": [{"type": layer.name, **layer.hyperparameters} for layer in model.layers],
+        "input_shape": list(model.input_shape or ()),
+        "dtype": str(model.dtype),
+    }
+
+
+def model_from_spec(spec: dict[str, Any], registry: Registry, state: dict[str, np.ndarray] | None = None) -> Sequential:
+    """The inverse of :func:`model_spec`, with weights loaded from ``state`` when given."""
+    layers = []
+    for index, layer_spec in enumerate(spec["layers"]):
+        options = dict(layer_spec)
+        cls = registry.get("layer", options.pop("type"))
+        layers.append(build_component(cls, "layer", options, where=f"layers[{index}]"))
+    model = Sequential(layers).build(tuple(spec["input_shape"]), np.random.default_rng(0), spec.get("dtype", "float32"))
+    if state is not None:
+        model.load_state_dict(state)
+    return model

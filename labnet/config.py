@@ -132,3 +132,21 @@ def plugin_config_dirs() -> list[Path]:
     for result in get_plugin_manager().hook.labnet_config_dirs():
         folders.extend(Path(f) for f in result or ())
     return folders
+
+
+def flatten_config(cfg: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"optimizer.lr": 0.1, ...}`` for a (resolved) nested config, lists kept as values; no ``hydra`` key."""
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    flat: dict[str, Any] = {}
+    for key, value in cfg.items():
+        if not prefix and key == "hydra":
+            continue
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten_config(value, name + "."))
+        else:
+            flat[name] = value
+    return flat

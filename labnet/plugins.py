@@ -16,7 +16,7 @@ from importlib import metadata
 import pluggy
 
 from labnet import __version__, hookspecs
-from labnet.errors import ConfigError, PluginError
+from labnet.errors import ConfigError, LabnetError, PluginError
 
 ENTRY_POINT_GROUP = "labnet"
 
@@ -91,7 +91,7 @@ class LabnetPluginManager:
         """Call a lifecycle hook; an exception is re-raised as a PluginError naming the plugin."""
         try:
             return getattr(self.pm.hook, hook_name)(**kwargs)
-        except PluginError:
+        except LabnetError:  # already says what went wrong (a tracker that cannot log, ...)
             raise
         except Exception as err:
             raise PluginError(f"plugin {self.blame(err)} raised in {hook_name}: {type(err).__name__}: {err}") from err

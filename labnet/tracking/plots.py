@@ -1,0 +1,82 @@
+"""The pictures a run and a sweep log: learning curves, confusion matrix, objective against lr."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curves(history: list[dict[str, float]], path: Path) -> Path:
+    """Loss and accuracy per epoch, train and validation, side by side."""
+    plt = pyplot()
+    epochs = np.arange(1, len(history) + 1)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, what in zip(axes, ("loss", "accuracy"), strict=True):
+        for split in ("train", "val"):
+            values = [h.get(f"{split}_{what}") for h in history]
+            if any(v is not None for v in values):
+                ax.plot(epochs, [np.nan if v is None else v for v in values], label=split)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(what)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_confusion(matrix: np.ndarray, path: Path, title: str) -> Path:
+    plt = pyplot()
+    k = matrix.shape[0]
+    fig, ax = plt.subplots(figsize=(1.2 + 0.5 * k, 1 + 0.5 * k))
+    ax.imshow(matrix, cmap="Blues")
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_xticks(range(k))
+    ax.set_yticks(range(k))
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_objective_vs_lr(rows: list[dict[str, Any]], objective: str, path: Path) -> Path | None:
+    """The book's optimizer comparison from real runs: one line per optimizer, lr on a log axis."""
+    lines: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for row in rows:
+        lr, value = row.get("optimizer.lr"), row.get("objective")
+        if isinstance(lr, (int, float)) and isinstance(value, (int, float)) and np.isfinite(value):
+            lines[str(row.get("optimizer.name", "?"))].append((float(lr), float(value)))
+    if not lines:
+        return None
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, points in sorted(lines.items()):
+        points.sort()
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("optimizer.lr")
+    ax.set_ylabel(objective)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,107 @@
+"""A sweep's parent MLflow run: created before any job starts, summarised after the last one."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from labnet import __version__
+from labnet.tracking.mlflow_tracker import EXPERIMENT_ENV, PARENT_RUN_ENV, _experiment_id, experiment_name
+
+
+def start_parent_run(sweep) -> None:
+    """Create the store, the experiment and the parent run here, so parallel jobs only attach to them."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    uri = sweep.cfg.tracking.get("uri") or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        mlflow.set_tracking_uri(uri)
+    uri = mlflow.get_tracking_uri()
+    client = MlflowClient(uri)
+    experiment_id = _experiment_id(client, experiment_name(sweep.cfg))
+    overrides = list(OmegaConf.select(sweep.cfg, "hydra.overrides.task", default=[]) or [])
+    parent = client.create_run(
+        experiment_id,
+        run_name=f"sweep-{sweep.id}",
+        tags={
+            "labnet.sweep_id": sweep.id,
+            "labnet.version": __version__,
+            "labnet.overrides": " ".join(overrides),
+            "labnet.role": "sweep",
+        },
+    )
+    sweep.info.update(mlflow_parent_run_id=parent.info.run_id, mlflow_uri=uri, mlflow_experiment_id=experiment_id)
+    os.environ["MLFLOW_TRACKING_URI"] = uri  # jobs (in this process or spawned ones) use the same store
+    os.environ[PARENT_RUN_ENV] = parent.info.run_id
+    os.environ[EXPERIMENT_ENV] = experiment_id
+    (sweep.dir / "mlflow.json").write_text(json.dumps({"uri": uri, "parent_run_id": parent.info.run_id}))
+
+
+def summary_rows(results: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """One row per job with the params that vary between jobs, and the names of those params."""
+    params = [r.get("params", {}) for r in results]
+    keys = sorted({k for p in params for k in p})
+    varying = [k for k in keys if len({json.dumps(p.get(k), default=str) for p in params}) > 1]
+    for key in ("optimizer.name", "optimizer.lr"):
+        if key not in varying and any(key in p for p in params):
+            varying.append(key)
+    rows = []
+    for r, p in zip(results, params, strict=True):
+        row = {
+            "job": r.get("job"),
+            **{k: p.get(k) for k in varying},
+            "status": r.get("status"),
+            "objective": r.get("objective"),
+            "test_accuracy": (r.get("metrics") or {}).get("test_accuracy"),
+            "run_id": r.get("run_id"),
+        }
+        rows.append(row)
+    return rows, varying
+
+
+def finish_parent_run(sweep, results: list[dict[str, Any]]) -> None:
+    """Log the summary table and the objective-vs-lr plot on the parent run and end it."""
+    from mlflow.tracking import MlflowClient
+
+    from labnet.tracking.plots import plot_objective_vs_lr
+
+    client = MlflowClient(sweep.info["mlflow_uri"])
+    parent = sweep.info["mlflow_parent_run_id"]
+    rows, _ = summary_rows(results)
+    objective = next((r.get("objective_metric") for r in results if r.get("objective_metric")), "objective")
+    table = sweep.dir / "summary.csv"
+    if rows:
+        with table.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        client.log_artifact(parent, str(table))
+        plot = plot_objective_vs_lr(rows, objective, sweep.dir / "objective_vs_lr.png")
+        if plot is not None:
+            client.log_artifact(parent, str(plot))
+    failed = sum(1 for r in results if r.get("status") != "FINISHED")
+    finite = [
+        r["objective"]
+        for r in results
+        if isinstance(r.get("objective"), (int, float)) and r["objective"] == r["objective"]
+    ]
+    from mlflow.entities import Metric, RunTag
+
+    now = int(time.time() * 1000)
+    metrics = [Metric("jobs", len(results), now, 0), Metric("failed_jobs", failed, now, 0)]
+    if finite:
+        minimize = "loss" in objective
+        metrics.append(Metric(f"best_{objective}", min(finite) if minimize else max(finite), now, 0))
+    client.log_batch(
+        parent, metrics=metrics, tags=[RunTag("labnet.failed_jobs", str(failed)), RunTag("labnet.objective", objective)]
+    )
+    status = "FAILED" if results and failed == len(results) else "FINISHED"
+    client.set_terminated(parent, status=status)
+    for env in (PARENT_RUN_ENV, EXPERIMENT_ENV):
+        os.environ.pop(env, None)

@@ -15,6 +15,8 @@ SUBCOMMANDS = ("plugins",)
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    from labnet.errors import LabnetError
+
     debug = os.environ.get("LABNET_DEBUG") == "1"
     if argv and argv[0] == "plugins":
         from labnet.cli_plugins import plugins_command
@@ -34,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         message, code = explain(err, argv)
         print(f"labnet: error: {message}", file=sys.stderr)
-        if code == 1:
+        if not isinstance(err, LabnetError):
             print("(set LABNET_DEBUG=1 to see the traceback)", file=sys.stderr)
         return code
     return 0

@@ -10,6 +10,7 @@ the environment.
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import shutil
@@ -18,7 +19,6 @@ import sys
 import threading
 import time
 import urllib.request
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -213,7 +213,8 @@ class MlflowRun:
             model_dir = out / "mlflow_model"
             if model_dir.exists():
                 shutil.rmtree(model_dir)
-            warnings.filterwarnings("ignore", message="Add type hints to the `predict` method")
+            # inputs vary in shape and dtype, so no signature: say nothing about not inferring one
+            logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)
             mlflow.pyfunc.save_model(
                 str(model_dir),
                 python_model=str(PYFUNC_CODE),

@@ -4,17 +4,11 @@
 shape (n, classes), for inputs of shape (n, *input_shape) or (n, features).
 """
 
-from __future__ import annotations
-
 import json
-import warnings
 
 import numpy as np
 from mlflow.models import set_model
 from mlflow.pyfunc import PythonModel
-
-# MLflow asks for predict() type hints; inputs vary in shape, so labnet validates them itself
-warnings.filterwarnings("ignore", message="Add type hints to the `predict` method")
 
 
 class LabnetClassifier(PythonModel):
@@ -29,7 +23,7 @@ class LabnetClassifier(PythonModel):
         self.model = model_from_spec(spec, registry, load_npz(context.artifacts["weights"]))
         self.loss = registry.get("loss", spec["loss"])()
 
-    def predict(self, context, model_input, params=None) -> np.ndarray:
+    def predict(self, context, model_input: np.ndarray, params=None) -> np.ndarray:
         x = np.asarray(getattr(model_input, "to_numpy", lambda: model_input)(), dtype=self.model.dtype)
         x = x.reshape(len(x), *self.model.input_shape)
         return self.loss.probabilities(self.model.predict(x))

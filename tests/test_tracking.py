@@ -1,0 +1,186 @@
+"""End-to-end tracking: run labnet as a user would, then read back what MLflow stored."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+mlflow = pytest.importorskip("mlflow")
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def labnet(cwd: Path, *args: str, timeout: int = 300, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.update(env_extra or {})
+    return subprocess.run(
+        [sys.executable, "-m", "labnet", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def runs_of(uri: str, experiment: str = "spiral"):
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, f"experiment {experiment!r} not in {uri}"
+    return client, client.search_runs([exp.experiment_id], max_results=1000)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def test_single_run_logs_params_metrics_artifacts_and_model(tmp_path, store):
+    proc = labnet(tmp_path, "trainer.epochs=4", "tracking.log_every=5", f"tracking.uri={store}")
+    assert proc.returncode == 0, proc.stderr
+    client, runs = runs_of(store)
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == "adam-lr0.001-spiral"
+    params = run.data.params
+    assert params["optimizer.lr"] == "0.001" and params["optimizer.name"] == "adam"
+    assert params["dataset.name"] == "spiral" and params["model.hidden_sizes"] == "[50]"
+    assert "labnet==" in params["labnet.plugins"]
+    assert run.data.tags["labnet.version"]
+    history = client.get_metric_history(run.info.run_id, "val_accuracy")
+    assert [m.step for m in history] == [1, 2, 3, 4]
+    # 240 training points / batch 30 = 8 steps per epoch, 32 steps, logged every 5th: 6 points
+    steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "train_loss_step"))
+    assert steps == [5, 10, 15, 20, 25, 30]
+    result = json.loads(next(tmp_path.glob("outputs/*/*/result.json")).read_text())
+    assert result["run_id"] == run.info.run_id
+    assert run.data.metrics["best_val_accuracy"] == pytest.approx(result["objective"])
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "overrides.yaml", "weights.npz", "curves.png", "confusion_matrix.png", "model"} <= artifacts
+    mlflow.set_tracking_uri(store)
+    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    x = np.random.default_rng(0).standard_normal((7, 2)).astype(np.float32)
+    probs = np.asarray(model.predict(x))
+    assert probs.shape == (7, 3)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_default_uri_is_mlflows_default_in_the_working_folder(tmp_path):
+    proc = labnet(tmp_path, "trainer.epochs=2")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "mlflow.db").is_file(), "plain `mlflow ui` in this folder must find the runs"
+    _, runs = runs_of(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+
+
+def test_parallel_joblib_sweep_loses_nothing(tmp_path, store):
+    proc = labnet(
+        tmp_path,
+        "-m",
+        "trainer.epochs=3",
+        "optimizer=sgd,adam",
+        "optimizer.lr=0.01,0.1",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        f"tracking.uri={store}",
+    )
+    assert proc.returncode == 0, proc.stderr
+    client, runs = runs_of(store)
+    parents = [r for r in runs if r.data.tags.get("labnet.role") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
+    assert len(parents) == 1 and len(children) == 4
+    parent = parents[0]
+    assert parent.info.status == "FINISHED" and parent.data.tags["labnet.failed_jobs"] == "0"
+    assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
+    assert {(c.data.params["optimizer.name"], c.data.params["optimizer.lr"]) for c in children} == {
+        ("sgd", "0.01"),
+        ("sgd", "0.1"),
+        ("adam", "0.01"),
+        ("adam", "0.1"),
+    }
+    for child in children:
+        assert child.info.status == "FINISHED"
+        for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
+            assert len(client.get_metric_history(child.info.run_id, key)) == 3, key
+    best = max(c.data.metrics["best_val_accuracy"] for c in children)
+    assert parent.data.metrics["best_val_accuracy"] == pytest.approx(best)
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"summary.csv", "objective_vs_lr.png"} <= artifacts
+    summary = client.download_artifacts(parent.info.run_id, "summary.csv", str(tmp_path))
+    lines = Path(summary).read_text().splitlines()
+    assert len(lines) == 5 and "optimizer.lr" in lines[0] and "objective" in lines[0]
+
+
+def test_failed_job_is_failed_in_mlflow_and_the_sweep_goes_on(tmp_path, store):
+    proc = labnet(
+        tmp_path,
+        "-m",
+        "trainer.epochs=3",
+        "optimizer=sgd",
+        "optimizer.lr=0.1,1e30",
+        f"tracking.uri={store}",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "FAILED" in proc.stderr and "optimizer.lr=1e+30" in proc.stderr
+    _, runs = runs_of(store)
+    children = {r.data.params["optimizer.lr"]: r for r in runs if r.data.tags.get("mlflow.parentRunId")}
+    assert children["0.1"].info.status == "FINISHED"
+    failed = children["1e+30"]
+    assert failed.info.status == "FAILED"
+    assert "diverged" in failed.data.tags["labnet.error"]
+    parent = next(r for r in runs if r.data.tags.get("labnet.role") == "sweep")
+    assert parent.info.status == "FINISHED" and parent.data.tags["labnet.failed_jobs"] == "1"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_server_fails_before_training(tmp_path):
+    uri = f"http://127.0.0.1:{_free_port()}"
+    proc = labnet(tmp_path, "trainer.epochs=2", f"tracking.uri={uri}")
+    assert proc.returncode != 0
+    assert uri in proc.stderr and "cannot be reached" in proc.stderr and "Traceback" not in proc.stderr
+    assert not list(tmp_path.glob("outputs/*/*/checkpoint.npz")), "no training before the store is reachable"
+
+
+def test_unreachable_server_with_on_error_warn_trains_and_keeps_metrics(tmp_path):
+    uri = f"http://127.0.0.1:{_free_port()}"
+    proc = labnet(tmp_path, "trainer.epochs=3", f"tracking.uri={uri}", "tracking.on_error=warn")
+    assert proc.returncode == 0, proc.stderr
+    assert "warning" in proc.stderr
+    kept = json.loads(next(tmp_path.glob("outputs/*/*/metrics.json")).read_text())
+    assert [len(kept)] == [3] and "val_accuracy" in kept[-1]
+
+
+def test_interrupted_run_is_killed_in_mlflow(tmp_path, store):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "labnet", "trainer.epochs=100000", f"tracking.uri={store}"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 120
+    while not list(tmp_path.glob("outputs/*/*/checkpoint.npz")) and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "trainer.resume=" in err
+    _, runs = runs_of(store)
+    assert len(runs) == 1 and runs[0].info.status == "KILLED"
+    assert "SIGINT" in runs[0].data.tags["labnet.error"]

@@ -22,6 +22,13 @@ def main(argv: list[str] | None = None) -> int:
         from labnet.cli_plugins import plugins_command
 
         return plugins_command(argv[1:])
+    try:
+        from labnet.sweep import expand_replicates
+
+        argv = expand_replicates(argv)
+    except LabnetError as err:
+        print(f"labnet: error: {err}", file=sys.stderr)
+        return 2
     sys.argv = [sys.argv[0]] + argv
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us; we decide what to show
     try:

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from labnet import sweep
 from labnet.build import build_model
 from labnet.config import build_component, flatten_config
 from labnet.errors import ConfigError, LabnetError
@@ -72,7 +73,7 @@ def plugin_manager_for(cfg: DictConfig):
     return get_plugin_manager(block=block)
 
 
-def run_experiment(cfg: DictConfig, manager=None) -> float:
+def run_experiment(cfg: DictConfig, manager=None, resume_run: dict | None = None) -> float:
     """Train one run as configured and return its objective (for Hydra sweepers)."""
     manager = manager or plugin_manager_for(cfg)
     for broken in manager.broken:
@@ -108,8 +109,10 @@ def run_experiment(cfg: DictConfig, manager=None) -> float:
         hook=_HookRelay(manager),
         checkpoint_path=output_dir / "checkpoint.npz",
     )
+    run.info["config_hash"] = sweep.config_hash(flatten_config(cfg))
+    run.info["resume_run"] = resume_run
     if cfg.trainer.get("resume"):
-        trainer.resume_from(cfg.trainer.resume)
+        run.info["resumed_from_epoch"] = trainer.resume_from(cfg.trainer.resume)
 
     manager.call("labnet_run_start", run=run, cfg=cfg, model=model)
     status, error, final = "FAILED", None, {}
@@ -142,6 +145,8 @@ def run_experiment(cfg: DictConfig, manager=None) -> float:
                     "metrics": final,
                     "params": flatten_config(cfg),
                     "run_id": run.info.get("mlflow_run_id"),
+                    "config_hash": run.info["config_hash"],
+                    "resumed_from_epoch": run.info.get("resumed_from_epoch"),
                 },
             )
     summary = "  ".join(f"{k}={v:.4f}" for k, v in final.items() if k != "epoch_seconds" and isinstance(v, float))
@@ -186,13 +191,61 @@ class _limited_threads:
 
 
 def task(cfg: DictConfig) -> float:
-    """The Hydra task function: in a sweep a failing job is reported at once and the sweep goes on."""
+    """The Hydra task function. In a sweep: a job already FINISHED in the tracking store is skipped,
+    a KILLED one resumes from its checkpoint, and a failing job is reported at once while the sweep goes on."""
     if not in_multirun():
         return run_experiment(cfg)
-    try:
-        return run_experiment(cfg)
-    except LabnetError as err:
-        hc = _hydra_runtime()
-        overrides = " ".join(hc.overrides.task) if hc is not None else ""
-        print(f"labnet: job {hc.job.num if hc else '?'} [{overrides}] FAILED: {err}", file=sys.stderr, flush=True)
+    hc = _hydra_runtime()
+    job, overrides = hc.job.num, " ".join(hc.overrides.task)
+    output_dir = Path(hc.runtime.output_dir)
+    sweep_cfg = cfg.get("sweep") or {}
+    _apply_replicate_seed(cfg)
+    if sweep_cfg.get("fail_fast") and (earlier := sweep.failed_earlier()):
+        print(f"labnet: job {job} [{overrides}] not run: sweep.fail_fast after {earlier}", file=sys.stderr, flush=True)
+        write_result(
+            output_dir,
+            {
+                "job": job,
+                "overrides": list(hc.overrides.task),
+                "status": "SKIPPED",
+                "error": f"fail_fast after {earlier}",
+                "objective": math.nan,
+                "params": flatten_config(cfg),
+            },
+        )
         return math.nan
+    prior = sweep.prior_runs().get(sweep.config_hash(flatten_config(cfg))) if sweep_cfg.get("rerun") != "all" else None
+    if prior and prior.get("status") == "FINISHED":
+        print(f"labnet: job {job} [{overrides}] already finished (run {prior['run_id']}), skipped", flush=True)
+        write_result(
+            output_dir,
+            {
+                "job": job,
+                "overrides": list(hc.overrides.task),
+                "status": "FINISHED",
+                "skipped": True,
+                "objective": prior.get("objective"),
+                "objective_metric": prior.get("objective_metric"),
+                "run_id": prior["run_id"],
+                "metrics": prior.get("metrics", {}),
+                "params": flatten_config(cfg),
+            },
+        )
+        return float(prior.get("objective", math.nan))
+    resume = None
+    if prior and prior.get("status") == "KILLED" and prior.get("checkpoint") and Path(prior["checkpoint"]).is_file():
+        resume = prior
+        OmegaConf.update(cfg, "trainer.resume", prior["checkpoint"], force_add=True)
+    try:
+        return run_experiment(cfg, resume_run=resume)
+    except LabnetError as err:
+        print(f"labnet: job {job} [{overrides}] FAILED: {err}", file=sys.stderr, flush=True)
+        sweep.mark_failed(job, f"[{overrides}] {err}")
+        return math.nan
+
+
+def _apply_replicate_seed(cfg: DictConfig) -> None:
+    """Replicate r of a configuration trains with a seed derived from the base seed."""
+    replicate = int(OmegaConf.select(cfg, "sweep.replicate", default=0) or 0)
+    if replicate:
+        OmegaConf.update(cfg, "seed", sweep.replicate_seed(cfg.seed, replicate), force_add=True)

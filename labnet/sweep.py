@@ -51,6 +51,25 @@ def read_results(sweep_dir: Path) -> list[dict[str, Any]]:
     return sorted(results, key=lambda r: r.get("job", 0))
 
 
+def sweep_report(results: list[dict[str, Any]]) -> str:
+    """e.g. "12 jobs: 3 already finished, skipped; 1 resumed from epoch 4; 8 finished; 1 failed"."""
+    skipped = [r for r in results if r.get("skipped")]
+    resumed = [r for r in results if r.get("resumed_from_epoch")]
+    finished = [r for r in results if r.get("status") == "FINISHED" and not r.get("skipped")]
+    failed = [r for r in results if r.get("status") == "FAILED"]
+    not_run = [r for r in results if r.get("status") == "SKIPPED"]
+    parts = [f"{len(results)} jobs"]
+    if skipped:
+        parts.append(f"{len(skipped)} of {len(results)} jobs already finished, skipped")
+    parts += [f"1 resumed from epoch {r['resumed_from_epoch']}" for r in resumed]
+    parts.append(f"{len(finished)} trained")
+    if failed:
+        parts.append(f"{len(failed)} failed")
+    if not_run:
+        parts.append(f"{len(not_run)} not run (fail_fast)")
+    return "; ".join(parts)
+
+
 class SweepCallback(Callback):
     def __init__(self) -> None:
         self.sweep: Sweep | None = None
@@ -73,10 +92,81 @@ class SweepCallback(Callback):
         try:
             self.manager.call("labnet_sweep_end", sweep=self.sweep, results=results)
         finally:
-            failed = [r for r in results if r.get("status") != "FINISHED"]
-            print(
-                f"labnet: sweep {self.sweep.id}: {len(results) - len(failed)} of {len(results)} jobs finished"
-                + (f", {len(failed)} failed" if failed else "")
-            )
+            print(f"labnet: sweep {self.sweep.id}: {sweep_report(results)}")
             os.environ.pop(SWEEP_ID_ENV, None)
             os.environ.pop(SWEEP_DIR_ENV, None)
+
+
+# -- what makes two jobs "the same" -------------------------------------------------------------
+
+#: config keys that do not change what a job computes
+HASH_EXCLUDED_PREFIXES = (
+    "tracking.",
+    "trainer.resume",
+    "trainer.progress",
+    "trainer.threads",
+    "sweep.rerun",
+    "sweep.fail_fast",
+    "sweep.replicates",
+    "plugins.",
+)
+
+
+def config_hash(flat: dict[str, Any]) -> str:
+    """A stable hash of a job's resolved, flattened config (what it computes, not how it is tracked)."""
+    import hashlib
+
+    kept = {k: v for k, v in flat.items() if not k.startswith(HASH_EXCLUDED_PREFIXES)}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def replicate_seed(base_seed: int, replicate: int) -> int:
+    """Replicate 0 keeps the base seed; others get independent seeds derived from it."""
+    if replicate == 0:
+        return int(base_seed)
+    import numpy as np
+
+    return int(np.random.SeedSequence([int(base_seed), int(replicate)]).generate_state(1)[0])
+
+
+def expand_replicates(argv: list[str]) -> list[str]:
+    """``-m ... sweep.replicates=N`` -> add ``sweep.replicate=range(0,N)`` so Hydra runs N jobs per configuration."""
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    for arg in argv:
+        if arg.startswith("sweep.replicates="):
+            value = arg.split("=", 1)[1]
+            if not value.isdigit() or int(value) < 1:
+                from labnet.errors import ConfigError
+
+                raise ConfigError(f"sweep.replicates={value!r}: must be a whole number >= 1")
+            if multirun and int(value) > 1 and not any(a.startswith("sweep.replicate=") for a in argv):
+                return [*argv, f"sweep.replicate=range(0,{int(value)})"]
+    return argv
+
+
+# -- skipping and resuming ----------------------------------------------------------------------
+
+PRIOR_RUNS_FILE = "prior_runs.json"
+FAILED_MARKER = "FAILED_JOB"
+
+
+def prior_runs() -> dict[str, dict[str, Any]]:
+    """Runs the tracking store already holds for this sweep's experiment, by config hash."""
+    sweep_dir = os.environ.get(SWEEP_DIR_ENV)
+    if not sweep_dir or not (Path(sweep_dir) / PRIOR_RUNS_FILE).is_file():
+        return {}
+    return json.loads((Path(sweep_dir) / PRIOR_RUNS_FILE).read_text())
+
+
+def mark_failed(job: int, reason: str) -> None:
+    sweep_dir = os.environ.get(SWEEP_DIR_ENV)
+    if sweep_dir:
+        marker = Path(sweep_dir) / FAILED_MARKER
+        if not marker.exists():
+            marker.write_text(f"job {job}: {reason}\n")
+
+
+def failed_earlier() -> str | None:
+    sweep_dir = os.environ.get(SWEEP_DIR_ENV)
+    marker = Path(sweep_dir) / FAILED_MARKER if sweep_dir else None
+    return marker.read_text().strip() if marker is not None and marker.exists() else None

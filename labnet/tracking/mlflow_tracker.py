@@ -153,7 +153,7 @@ class MlflowRun:
             "labnet.version": __version__,
             "labnet.objective": self.run.objective_metric,
             "labnet.plugins": ", ".join(self.run.info["manager"].distributions()),
-            "labnet.output_dir": str(self.run.output_dir),
+            "labnet.output_dir": str(self.run.output_dir.resolve()),
         }
         if hc is not None:
             tags["labnet.overrides"] = " ".join(hc.overrides.task)
@@ -164,6 +164,15 @@ class MlflowRun:
             tags["labnet.sweep_id"] = current_sweep_id()
         if os.environ.get(PARENT_RUN_ENV):
             tags["mlflow.parentRunId"] = os.environ[PARENT_RUN_ENV]
+        tags["labnet.config_hash"] = self.run.info.get("config_hash", "")
+        resumed = self.run.info.get("resume_run")
+        if resumed:  # an interrupted job of this sweep continues in its own run
+            self.run_id = resumed["run_id"]
+            client.update_run(self.run_id, status="RUNNING")
+            client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+            self.run.info["mlflow_run_id"] = self.run_id
+            self._prepare_end()
+            return
         mlrun = client.create_run(experiment_id, run_name=self.run.name, tags=tags)
         self.run_id = mlrun.info.run_id
         self.run.info["mlflow_run_id"] = self.run_id
@@ -174,7 +183,10 @@ class MlflowRun:
             client.log_batch(self.run_id, params=chunk)
         if truncated:
             client.log_batch(self.run_id, tags=[RunTag("labnet.truncated_params", ", ".join(truncated))])
-        # import now, while training runs, what the run's end needs
+        self._prepare_end()
+
+    def _prepare_end(self) -> None:
+        """Import now, while training runs, what the run's end needs."""
         import mlflow.pyfunc  # noqa: F401
 
         from labnet.tracking import plots

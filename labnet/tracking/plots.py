@@ -59,18 +59,23 @@ def plot_confusion(matrix: np.ndarray, path: Path, title: str) -> Path:
 
 def plot_objective_vs_lr(rows: list[dict[str, Any]], objective: str, path: Path) -> Path | None:
     """The book's optimizer comparison from real runs: one line per optimizer, lr on a log axis."""
-    lines: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    lines: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
     for row in rows:
         lr, value = row.get("optimizer.lr"), row.get("objective")
         if isinstance(lr, (int, float)) and isinstance(value, (int, float)) and np.isfinite(value):
-            lines[str(row.get("optimizer.name", "?"))].append((float(lr), float(value)))
+            std = float(row.get("objective_std") or 0.0)
+            lines[str(row.get("optimizer.name", "?"))].append((float(lr), float(value), std))
     if not lines:
         return None
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, points in sorted(lines.items()):
         points.sort()
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
+        xs, ys, errs = zip(*points, strict=True)
+        if any(errs):  # replicates: mean with one standard deviation
+            ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, label=name)
+        else:
+            ax.plot(xs, ys, marker="o", label=name)
     ax.set_xscale("log")
     ax.set_xlabel("optimizer.lr")
     ax.set_ylabel(objective)

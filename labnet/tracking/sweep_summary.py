@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
 from labnet import __version__
+from labnet.sweep import PRIOR_RUNS_FILE
 from labnet.tracking.mlflow_tracker import EXPERIMENT_ENV, PARENT_RUN_ENV, _experiment_id, experiment_name
 
 
@@ -25,22 +28,62 @@ def start_parent_run(sweep) -> None:
     uri = mlflow.get_tracking_uri()
     client = MlflowClient(uri)
     experiment_id = _experiment_id(client, experiment_name(sweep.cfg))
-    overrides = list(OmegaConf.select(sweep.cfg, "hydra.overrides.task", default=[]) or [])
-    parent = client.create_run(
-        experiment_id,
-        run_name=f"sweep-{sweep.id}",
-        tags={
-            "labnet.sweep_id": sweep.id,
-            "labnet.version": __version__,
-            "labnet.overrides": " ".join(overrides),
-            "labnet.role": "sweep",
-        },
+    overrides = sorted(OmegaConf.select(sweep.cfg, "hydra.overrides.task", default=[]) or [])
+    sweep_key = hashlib.sha256(json.dumps([experiment_id, overrides]).encode()).hexdigest()[:16]
+    rerun_all = OmegaConf.select(sweep.cfg, "sweep.rerun", default="missing") == "all"
+    previous = (
+        []
+        if rerun_all
+        else client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`labnet.sweep_key` = '{sweep_key}'",
+            max_results=1,
+            order_by=["attributes.start_time DESC"],
+        )
     )
+    if previous:  # the same multirun command again: its parent run continues
+        parent = previous[0]
+        client.update_run(parent.info.run_id, status="RUNNING")
+    else:
+        parent = client.create_run(
+            experiment_id,
+            run_name=f"sweep-{sweep.id}",
+            tags={
+                "labnet.sweep_id": sweep.id,
+                "labnet.version": __version__,
+                "labnet.overrides": " ".join(overrides),
+                "labnet.role": "sweep",
+                "labnet.sweep_key": sweep_key,
+            },
+        )
+    if not rerun_all:
+        (sweep.dir / PRIOR_RUNS_FILE).write_text(json.dumps(prior_runs(client, experiment_id)))
     sweep.info.update(mlflow_parent_run_id=parent.info.run_id, mlflow_uri=uri, mlflow_experiment_id=experiment_id)
     os.environ["MLFLOW_TRACKING_URI"] = uri  # jobs (in this process or spawned ones) use the same store
     os.environ[PARENT_RUN_ENV] = parent.info.run_id
     os.environ[EXPERIMENT_ENV] = experiment_id
     (sweep.dir / "mlflow.json").write_text(json.dumps({"uri": uri, "parent_run_id": parent.info.run_id}))
+
+
+def prior_runs(client, experiment_id: str) -> dict[str, dict[str, Any]]:
+    """Runs of the experiment by config hash (FINISHED preferred, then KILLED with a checkpoint), for skip/resume."""
+    found: dict[str, dict[str, Any]] = {}
+    rank = {"FINISHED": 0, "KILLED": 1}
+    for run in client.search_runs([experiment_id], filter_string="tags.`labnet.config_hash` != ''", max_results=5000):
+        h, status = run.data.tags.get("labnet.config_hash"), run.info.status
+        if not h or status not in rank or (h in found and rank[found[h]["status"]] <= rank[status]):
+            continue
+        objective = run.data.tags.get("labnet.objective", "val_accuracy")
+        output_dir = run.data.tags.get("labnet.output_dir")
+        found[h] = {
+            "run_id": run.info.run_id,
+            "status": status,
+            "objective_metric": objective,
+            "objective": run.data.metrics.get(f"best_{objective}"),
+            "metrics": {k: v for k, v in run.data.metrics.items() if "/" not in k},
+            "checkpoint": str(Path(output_dir) / "checkpoint.npz") if output_dir else None,
+        }
+    return found
 
 
 def summary_rows(results: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
@@ -65,6 +108,42 @@ def summary_rows(results: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], l
     return rows, varying
 
 
+REPLICATE_KEYS = ("seed", "sweep.replicate")
+
+
+def replicate_groups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean ± std of the objective per configuration when jobs are replicates (differ only by seed)."""
+    if not any(r.get("sweep.replicate") for r in rows):
+        return []
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        key_fields = {
+            k: v
+            for k, v in row.items()
+            if k not in (*REPLICATE_KEYS, "job", "status", "objective", "test_accuracy", "run_id")
+        }
+        groups.setdefault(json.dumps(key_fields, sort_keys=True, default=str), []).append(row)
+    out = []
+    for key, members in groups.items():
+        values = [
+            m["objective"]
+            for m in members
+            if isinstance(m.get("objective"), (int, float)) and m["objective"] == m["objective"]
+        ]
+        mean = sum(values) / len(values) if values else float("nan")
+        std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
+        out.append(
+            {
+                **json.loads(key),
+                "replicates": len(members),
+                "finished": len(values),
+                "objective": mean,
+                "objective_std": std,
+            }
+        )
+    return sorted(out, key=lambda r: -r["objective"] if r["objective"] == r["objective"] else float("inf"))
+
+
 def finish_parent_run(sweep, results: list[dict[str, Any]]) -> None:
     """Log the summary table and the objective-vs-lr plot on the parent run and end it."""
     from mlflow.tracking import MlflowClient
@@ -74,6 +153,7 @@ def finish_parent_run(sweep, results: list[dict[str, Any]]) -> None:
     client = MlflowClient(sweep.info["mlflow_uri"])
     parent = sweep.info["mlflow_parent_run_id"]
     rows, _ = summary_rows(results)
+    grouped = replicate_groups(rows)
     objective = next((r.get("objective_metric") for r in results if r.get("objective_metric")), "objective")
     table = sweep.dir / "summary.csv"
     if rows:
@@ -82,10 +162,18 @@ def finish_parent_run(sweep, results: list[dict[str, Any]]) -> None:
             writer.writeheader()
             writer.writerows(rows)
         client.log_artifact(parent, str(table))
-        plot = plot_objective_vs_lr(rows, objective, sweep.dir / "objective_vs_lr.png")
+        plot = plot_objective_vs_lr(grouped or rows, objective, sweep.dir / "objective_vs_lr.png")
         if plot is not None:
             client.log_artifact(parent, str(plot))
-    failed = sum(1 for r in results if r.get("status") != "FINISHED")
+    if grouped:
+        table = sweep.dir / "summary_by_config.csv"
+        with table.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(grouped[0]))
+            writer.writeheader()
+            writer.writerows(grouped)
+        client.log_artifact(parent, str(table))
+    failed = sum(1 for r in results if r.get("status") == "FAILED")
+    finished = sum(1 for r in results if r.get("status") == "FINISHED")
     finite = [
         r["objective"]
         for r in results
@@ -101,7 +189,7 @@ def finish_parent_run(sweep, results: list[dict[str, Any]]) -> None:
     client.log_batch(
         parent, metrics=metrics, tags=[RunTag("labnet.failed_jobs", str(failed)), RunTag("labnet.objective", objective)]
     )
-    status = "FAILED" if results and failed == len(results) else "FINISHED"
+    status = "FAILED" if results and finished == 0 else "FINISHED"
     client.set_terminated(parent, status=status)
     for env in (PARENT_RUN_ENV, EXPERIMENT_ENV):
         os.environ.pop(env, None)

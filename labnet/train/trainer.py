@@ -135,8 +135,8 @@ class Trainer:
             return None
         return ckpt.save_npz(self.checkpoint_path, self.checkpoint_state(run, epoch, batch_index, order, sums))
 
-    def resume_from(self, path: str | Path) -> None:
-        """Load model, optimizer, RNG and position from a checkpoint written by this trainer."""
+    def resume_from(self, path: str | Path) -> int:
+        """Load model, optimizer, RNG and position from a checkpoint written by this trainer; returns its epoch."""
         state = ckpt.load_npz(path)
         if "epoch" not in state or "rng" not in state:
             raise ConfigError(f"trainer.resume={path} is not a labnet checkpoint (no epoch / rng entries)")
@@ -144,6 +144,7 @@ class Trainer:
         self.optimizer.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("optim/")})
         self.rng.bit_generator.state = ckpt.decode_json(state["rng"])
         self._resume = state
+        return int(state["epoch"])
 
     # -- signals ------------------------------------------------------------------------
     def _on_signal(self, signum, frame) -> None:

@@ -8,28 +8,24 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from labnet.plugins import ENTRY_POINT_GROUP, Provider, Registry, get_plugin_manager
+from labnet.plugins import DEFAULT_PLUGINS, ENTRY_POINT_GROUP, Provider, Registry, get_plugin_manager
 
 import labnet_example
 import labnet_example.plugin
 from labnet_example.plugin import GradientExplosionWarning
 
 
-@pytest.fixture
-def manager():
-    """A fresh manager: the built-ins plus this plugin, registered as its entry point would be.
-
-    The MLflow tracker is blocked: these tests call lifecycle hooks without a real run.
-    """
-    manager = get_plugin_manager(block=["mlflow_tracker"], entry_points=False)
+def fresh_manager(builtins: bool):
+    """A fresh manager with this plugin registered as its entry point would be, and the built-ins or not."""
+    manager = get_plugin_manager(block=() if builtins else DEFAULT_PLUGINS, entry_points=False)
     manager.register(
         labnet_example.plugin, "example", Provider("example", "labnet-example", labnet_example.__version__)
     )
     return manager
 
 
-def test_registers_one_of_each(manager):
-    registry = Registry(manager)
+def test_registers_one_of_each():
+    registry = Registry(fresh_manager(builtins=True))
     ours = {(c.kind, c.name) for c in registry.list() if c.provider.dist == "labnet-example"}
     assert ours == {("layer", "swish"), ("optimizer", "adamw"), ("dataset", "moons")}
 
@@ -49,6 +45,12 @@ def fake_model(norm: float):
     grads = np.zeros(100, np.float32)
     grads[0] = norm
     return SimpleNamespace(flat_grads=grads)
+
+
+@pytest.fixture
+def manager():
+    """Only this plugin: the built-in lifecycle plugins (tracker, ...) would need a real run."""
+    return fresh_manager(builtins=False)
 
 
 def test_epoch_end_warns_on_an_exploding_gradient(manager):

@@ -22,6 +22,10 @@ def main(argv: list[str] | None = None) -> int:
         from labnet.cli_plugins import plugins_command
 
         return plugins_command(argv[1:])
+    if argv and argv[0] == "compare":
+        from labnet.compare import compare_command
+
+        return compare_command(argv[1:])
     try:
         from labnet.sweep import expand_replicates
 

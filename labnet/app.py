@@ -238,6 +238,13 @@ def task(cfg: DictConfig) -> float:
         OmegaConf.update(cfg, "trainer.resume", prior["checkpoint"], force_add=True)
     try:
         return run_experiment(cfg, resume_run=resume)
+    except Interrupted as err:  # stop the whole sweep, not just this job
+        print(
+            f"labnet: job {job} [{overrides}] {err}; run the same command again to resume the sweep",
+            file=sys.stderr,
+            flush=True,
+        )
+        raise KeyboardInterrupt from err
     except LabnetError as err:
         print(f"labnet: job {job} [{overrides}] FAILED: {err}", file=sys.stderr, flush=True)
         sweep.mark_failed(job, f"[{overrides}] {err}")

@@ -1,4 +1,7 @@
-"""`labnet plugins`: every component with its provider, and every broken plugin with its error."""
+"""`labnet plugins`: every component with its provider, and every broken plugin with its error.
+
+`labnet plugins check [NAME...]` checks the components against their contracts (:mod:`labnet.check`).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,15 @@ from labnet.plugins import Registry, get_plugin_manager
 
 
 def plugins_command(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="labnet plugins", description="List installed labnet components.")
+    if argv and argv[0] == "check":
+        from labnet.check import check_command
+
+        return check_command(argv[1:])
+    parser = argparse.ArgumentParser(
+        prog="labnet plugins",
+        description="List installed labnet components.",
+        epilog="`labnet plugins check [NAME...] [--json]` checks them (gradients, optimizer state, data loading).",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
     manager = get_plugin_manager()

@@ -25,6 +25,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "labnet.nn.builtin",
     "labnet.data.builtin",
     "labnet.tracking.mlflow_tracker",
+    "labnet.train.health",
 )
 
 #: component kinds and the registration hook that provides each

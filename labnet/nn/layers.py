@@ -25,6 +25,7 @@ class Affine(Layer):
         if int(units) <= 0:
             raise ConfigError(f"affine units={units!r}: must be a positive integer")
         self.units, self.init, self.input_size = int(units), init, input_size
+        self._out = self._dx = None  # the current workspace buffers, checked by shape instead of looked up
 
     def output_shape(self, input_shape):
         if len(input_shape) != 1:
@@ -45,17 +46,22 @@ class Affine(Layer):
 
     def forward(self, x, train=True):
         self.x = x
-        out = self.workspace("out", (x.shape[0], self.units), x.dtype)
+        out = self._out
+        if out is None or out.shape[0] != x.shape[0] or out.dtype != x.dtype:
+            out = self._out = self.workspace("out", (x.shape[0], self.units), x.dtype)
         np.matmul(x, self.params["W"], out=out)
         out += self.params["b"]
         return out
 
     def backward(self, dout):
-        np.matmul(self.x.T, dout, out=self.grads["W"])
-        np.sum(dout, axis=0, out=self.grads["b"])
+        grads = self.grads
+        np.matmul(self.x.T, dout, out=grads["W"])
+        np.add.reduce(dout, axis=0, out=grads["b"])  # np.sum without its Python wrapper
         if not self.needs_input_grad:
             return None
-        dx = self.workspace("dx", self.x.shape, dout.dtype)
+        dx = self._dx
+        if dx is None or dx.shape != self.x.shape or dx.dtype != dout.dtype:
+            dx = self._dx = self.workspace("dx", self.x.shape, dout.dtype)
         return np.matmul(dout, self.params["W"].T, out=dx)
 
 
@@ -64,12 +70,28 @@ class ReLU(Layer):
 
     name = "relu"
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._out = self._dx = self.mask = None
+
     def forward(self, x, train=True):
-        self.mask = np.greater(x, 0, out=self.workspace("mask", x.shape, np.bool_))
-        return np.maximum(x, 0, out=self.workspace("out", x.shape, x.dtype))
+        out = self._out
+        if out is None or out.shape != x.shape or out.dtype != x.dtype:
+            out = self._out = self.workspace("out", x.shape, x.dtype)
+            self._mask = self.workspace("mask", x.shape, np.bool_)
+        # the mask is only needed for backward: evaluation skips it (backward then derives it from the output)
+        self.mask = np.greater(x, 0, out=self._mask) if train else None
+        self.out = np.maximum(x, 0, out=out)
+        return out
 
     def backward(self, dout):
-        return np.multiply(dout, self.mask, out=self.workspace("dx", dout.shape, dout.dtype))
+        mask = self.mask
+        if mask is None:  # forward ran in evaluation mode: x > 0 exactly where max(x, 0) > 0
+            mask = np.greater(self.out, 0, out=self.workspace("mask", self.out.shape, np.bool_))
+        dx = self._dx
+        if dx is None or dx.shape != dout.shape or dx.dtype != dout.dtype:
+            dx = self._dx = self.workspace("dx", dout.shape, dout.dtype)
+        return np.multiply(dout, mask, out=dx)
 
 
 class Sigmoid(Layer):

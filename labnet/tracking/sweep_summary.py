@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import csv
 import hashlib
 import json
@@ -58,6 +59,7 @@ def start_parent_run(sweep) -> None:
         )
     if not rerun_all:
         (sweep.dir / PRIOR_RUNS_FILE).write_text(json.dumps(prior_runs(client, experiment_id)))
+    atexit.register(_end_interrupted_parent, uri, parent.info.run_id)
     sweep.info.update(mlflow_parent_run_id=parent.info.run_id, mlflow_uri=uri, mlflow_experiment_id=experiment_id)
     os.environ["MLFLOW_TRACKING_URI"] = uri  # jobs (in this process or spawned ones) use the same store
     os.environ[PARENT_RUN_ENV] = parent.info.run_id
@@ -84,6 +86,16 @@ def prior_runs(client, experiment_id: str) -> dict[str, dict[str, Any]]:
             "checkpoint": str(Path(output_dir) / "checkpoint.npz") if output_dir else None,
         }
     return found
+
+
+def _end_interrupted_parent(uri: str, run_id: str) -> None:
+    """A sweep stopped before its end (Ctrl-C): its parent run is KILLED, and the same command resumes it."""
+    from mlflow.tracking import MlflowClient
+
+    try:
+        MlflowClient(uri).set_terminated(run_id, status="KILLED")
+    except Exception:
+        pass
 
 
 def summary_rows(results: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
@@ -152,6 +164,7 @@ def finish_parent_run(sweep, results: list[dict[str, Any]]) -> None:
 
     client = MlflowClient(sweep.info["mlflow_uri"])
     parent = sweep.info["mlflow_parent_run_id"]
+    atexit.unregister(_end_interrupted_parent)
     rows, _ = summary_rows(results)
     grouped = replicate_groups(rows)
     objective = next((r.get("objective_metric") for r in results if r.get("objective_metric")), "objective")

@@ -201,13 +201,23 @@ class Trainer:
         if order is None:
             order = self.rng.permutation(n)
         n_batches = -(-n // bs)
+        # every per-step array is allocated here, once per epoch; the loop below only fills them
         xb = np.empty((bs, *x_all.shape[1:]), x_all.dtype)
         yb = np.empty((bs, *y_all.shape[1:]), y_all.dtype)
-        labels_all = labels_of(y_all)
-        lb = np.empty(bs, labels_all.dtype)
+        if y_all.ndim == 1:  # integer labels: the gathered targets are the labels
+            labels_all, lb = None, yb
+        else:
+            labels_all = labels_of(y_all)
+            lb = np.empty(bs, labels_all.dtype)
+        # argmax into a buffer for the usual (n, classes) scores; predicted_labels handles the rest
+        out_shape = model.output_shape or ()
+        argmax = len(out_shape) == 1 and out_shape[0] > 1
+        pred, hit = np.empty(bs, np.intp), np.empty(bs, np.bool_)
         losses = np.full(n_batches, np.nan)
         loss_sum, correct, seen = sums
         forward, backward, step = model.forward, model.backward, optimizer.step
+        loss_forward, loss_backward = loss.forward, loss.backward
+        take, count_nonzero, isfinite = np.take, np.count_nonzero, math.isfinite
         params, grads = self._param_group, self._grad_group
         reg = model.regularization_loss if model.weight_decay else None
         bar = self._progress(epoch, n_batches, start_batch)
@@ -218,16 +228,24 @@ class Trainer:
                 raise Interrupted(self._signal, path)
             idx = order[b * bs : (b + 1) * bs]
             k = len(idx)
-            x, y, lab = (xb, yb, lb) if k == bs else (xb[:k], yb[:k], lb[:k])
-            np.take(x_all, idx, axis=0, out=x)
-            np.take(y_all, idx, axis=0, out=y)
+            if k == bs:
+                x, y, lab, p, h = xb, yb, lb, pred, hit
+            else:
+                x, y, lab, p, h = xb[:k], yb[:k], lb[:k], pred[:k], hit[:k]
+            # mode="clip": the indices are valid, and the default mode="raise" gathers through a temporary
+            take(x_all, idx, axis=0, out=x, mode="clip")
+            take(y_all, idx, axis=0, out=y, mode="clip")
+            if labels_all is not None:
+                take(labels_all, idx, out=lab, mode="clip")
             scores = forward(x, True)
-            np.take(labels_all, idx, out=lab)
-            correct += np.count_nonzero(predicted_labels(scores) == lab)
-            value = loss.forward(scores, y)
+            if argmax:
+                correct += count_nonzero(np.equal(np.argmax(scores, axis=1, out=p), lab, out=h))
+            else:
+                correct += count_nonzero(predicted_labels(scores) == lab)
+            value = loss_forward(scores, y)
             if reg is not None:
                 value += reg()
-            if not math.isfinite(value):
+            if not isfinite(value):
                 raise TrainingError(
                     f"the training loss became {value} at step {run.step + 1} (epoch {epoch}, batch {b + 1}) "
                     f"with {optimizer.name} lr={optimizer.lr}; the run diverged: lower optimizer.lr"
@@ -235,7 +253,7 @@ class Trainer:
             losses[b] = value
             loss_sum += value * k
             seen += k
-            backward(loss.backward())
+            backward(loss_backward())
             step(params, grads)
             run.step += 1
             if bar is not None and b % 20 == 19:

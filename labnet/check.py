@@ -1,0 +1,448 @@
+"""`labnet plugins check [NAME...]`: every registered component against its contract.
+
+Each component, built-in or from a plugin, is built on small random inputs and checked:
+
+- **layer**: ``gradcheck`` (backward against central differences, float64, relative error
+  below 1e-6 for the input and every parameter, in training mode) and ``modes`` (training and
+  evaluation forward passes give ``(n, *output_shape(input_shape))`` and keep float32).
+- **loss**: ``gradcheck`` of ``backward()`` with integer labels and with one-hot targets.
+- **optimizer**: ``zero gradient`` leaves the parameters unchanged (``weight_decay=0``),
+  ``state_dict`` survives an ``.npz`` round trip and gives the identical next step, and
+  ``weight decay`` (``weight_decay=0.1``) shrinks the parameters' norm on a zero gradient.
+- **dataset**: a tiny ``load`` whose ``shapes``, ``dtypes`` and ``labels`` (range, number of
+  classes) are consistent. A data set whose files are missing (a :class:`DataError`) is
+  SKIPPED with the reason; ``download=False`` is passed when the constructor takes it.
+
+How a component is built for checking (declared on the class, so a plugin controls it):
+
+- ``example_args: dict`` -- constructor keyword arguments, e.g. ``example_args = {"filters": 4}``
+  on a convolution layer. Needed by every component whose constructor has required arguments;
+  without it such a component FAILs with a message saying so. Built-ins use
+  :data:`DEFAULT_EXAMPLE_ARGS` instead (``affine`` needs ``units``, the spiral is made small).
+- ``example_input_shape: tuple`` (layers, see :class:`labnet.nn.layer.Layer`) -- the shape of
+  one input sample, ``(6,)`` by default; an image layer declares e.g. ``(2, 6, 6)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import io
+import json
+import math
+import sys
+import traceback
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from labnet.errors import DataError, LabnetError
+from labnet.nn.gradcheck import gradcheck, gradcheck_loss
+
+#: largest accepted relative error of a float64 gradient check
+TOLERANCE = 1e-6
+#: samples per batch in the layer and loss checks
+BATCH = 4
+#: classes of the scores in the loss checks
+NUM_CLASSES = 3
+#: input shape of a layer that declares none (the Layer base class declares the same)
+DEFAULT_INPUT_SHAPE = (6,)
+#: constructor arguments of built-ins that need some (or are cheaper with some), by (kind, name)
+DEFAULT_EXAMPLE_ARGS: dict[tuple[str, str], dict[str, Any]] = {
+    ("layer", "affine"): {"units": 4},
+    ("layer", "dropout"): {"ratio": 0.5},
+    ("dataset", "spiral"): {"num_per_class": 10},
+}
+
+PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
+
+
+@dataclass
+class CheckResult:
+    """One check of one component. ``error`` is the worst measured deviation (None if not numeric)."""
+
+    component: str
+    kind: str
+    provider: str
+    check: str
+    result: str
+    error: float | None = None
+    detail: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.result == FAIL
+
+
+# --------------------------------------------------------------------------- building
+
+
+class NeedsExampleArgs(Exception):
+    """A component whose constructor needs arguments that nobody declared."""
+
+
+def example_args(kind: str, cls: type) -> dict[str, Any]:
+    """Constructor arguments for checking ``cls``: its ``example_args``, else the built-in recipe, else none."""
+    declared = getattr(cls, "example_args", None)
+    if declared is not None:
+        return dict(declared)
+    return dict(DEFAULT_EXAMPLE_ARGS.get((kind, getattr(cls, "name", "")), {}))
+
+
+def _parameters(cls: type) -> dict[str, inspect.Parameter]:
+    try:
+        params = inspect.signature(cls.__init__).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {k: p for k, p in params.items() if k != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+
+
+def instantiate(kind: str, cls: type, **overrides: Any) -> Any:
+    """``cls(**example_args, **overrides)``; raises NeedsExampleArgs naming the missing arguments."""
+    args = {**example_args(kind, cls), **overrides}
+    params = _parameters(cls)
+    missing = [k for k, p in params.items() if p.default is inspect.Parameter.empty and k not in args]
+    if missing:
+        raise NeedsExampleArgs(
+            f"the constructor needs {', '.join(missing)}: declare e.g. "
+            f"`example_args = {{{', '.join(f'{k!r}: ...' for k in missing)}}}` on {cls.__qualname__}"
+        )
+    return cls(**args)
+
+
+def _describe(err: BaseException) -> str:
+    where = traceback.extract_tb(err.__traceback__)[-1] if err.__traceback__ else None
+    at = f" (at {where.filename.rsplit('/', 1)[-1]}:{where.lineno})" if where else ""
+    return f"{type(err).__name__}: {err}{at}"
+
+
+# --------------------------------------------------------------------------- layers
+
+
+def check_layer(cls: type, name: str) -> list[tuple[str, str, float | None, str]]:
+    """(check, result, worst error, detail) rows for a layer class."""
+    shape = tuple(getattr(cls, "example_input_shape", DEFAULT_INPUT_SHAPE))
+    rows = []
+    try:
+        layer = instantiate("layer", cls)
+        x = np.random.default_rng(0).standard_normal((BATCH, *shape))
+        errors = gradcheck(layer, x)
+        worst_key = max(errors, key=lambda k: errors[k]) if errors else None
+        worst = errors[worst_key] if worst_key else 0.0
+        bad = {k: v for k, v in errors.items() if not v < TOLERANCE}
+        detail = ", ".join(f"{k}: {v:.2e}" for k, v in errors.items())
+        if bad:
+            detail = f"relative error >= {TOLERANCE:g} for {', '.join(bad)} ({detail}): backward is wrong"
+        rows.append(("gradcheck", FAIL if bad else PASS, worst, detail))
+    except NeedsExampleArgs as err:
+        return [("build", FAIL, None, str(err))]
+    except Exception as err:
+        rows.append(("gradcheck", FAIL, None, _describe(err)))
+    rows.append(_check_modes(cls, shape))
+    return rows
+
+
+def _check_modes(cls: type, shape: tuple[int, ...]) -> tuple[str, str, float | None, str]:
+    try:
+        layer = instantiate("layer", cls)
+        rng = np.random.default_rng(0)
+        expected = (BATCH, *layer.build(shape, rng, np.float32))
+        x = rng.standard_normal((BATCH, *shape)).astype(np.float32)
+        problems = []
+        for train in (True, False):
+            out = np.asarray(layer.forward(x, train))
+            mode = "train" if train else "eval"
+            if out.shape != expected:
+                problems.append(f"{mode} output shape {out.shape}, output_shape() says {expected}")
+            if out.dtype != np.float32:
+                problems.append(f"{mode} output of float32 input is {out.dtype}")
+        if problems:
+            return ("modes", FAIL, None, "; ".join(problems))
+        return ("modes", PASS, None, f"train and eval give {expected}, float32")
+    except NeedsExampleArgs as err:
+        return ("modes", FAIL, None, str(err))
+    except Exception as err:
+        return ("modes", FAIL, None, _describe(err))
+
+
+# --------------------------------------------------------------------------- losses
+
+
+def check_loss(cls: type, name: str) -> list[tuple[str, str, float | None, str]]:
+    rng = np.random.default_rng(0)
+    scores = rng.standard_normal((BATCH, NUM_CLASSES))
+    labels = np.arange(BATCH) % NUM_CLASSES
+    rows = []
+    for check, targets in (
+        ("gradcheck (labels)", labels),
+        ("gradcheck (one-hot)", np.eye(NUM_CLASSES)[labels]),
+    ):
+        try:
+            error = gradcheck_loss(instantiate("loss", cls), scores, targets)
+        except NeedsExampleArgs as err:
+            return [("build", FAIL, None, str(err))]
+        except Exception as err:
+            rows.append((check, FAIL, None, _describe(err)))
+            continue
+        ok = error < TOLERANCE
+        rows.append((check, PASS if ok else FAIL, error, "" if ok else f"relative error >= {TOLERANCE:g}"))
+    return rows
+
+
+# --------------------------------------------------------------------------- optimizers
+
+
+def _params(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    return {"0.W": rng.standard_normal((4, 3)), "0.b": rng.standard_normal(3)}
+
+
+def _copy(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {k: v.copy() for k, v in arrays.items()}
+
+
+def _norm(arrays: dict[str, np.ndarray]) -> float:
+    return math.sqrt(sum(float(np.sum(v * v)) for v in arrays.values()))
+
+
+def _max_diff(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
+    return max(float(np.max(np.abs(a[k] - b[k]))) for k in a)
+
+
+def check_optimizer(cls: type, name: str) -> list[tuple[str, str, float | None, str]]:
+    takes_decay = "weight_decay" in _parameters(cls)
+    no_decay = {"weight_decay": 0.0} if takes_decay else {}
+    rows = []
+    for check, fn in (("zero gradient", _zero_gradient), ("state_dict", _state_round_trip)):
+        try:
+            rows.append((check, *fn(lambda **kw: instantiate("optimizer", cls, **no_decay, **kw))))
+        except NeedsExampleArgs as err:
+            return [("build", FAIL, None, str(err))]
+        except Exception as err:
+            rows.append((check, FAIL, None, _describe(err)))
+    if not takes_decay:
+        rows.append(("weight decay", SKIP, None, "the constructor takes no weight_decay"))
+        return rows
+    try:
+        rows.append(("weight decay", *_weight_decay(instantiate("optimizer", cls, weight_decay=0.1))))
+    except Exception as err:
+        rows.append(("weight decay", FAIL, None, _describe(err)))
+    return rows
+
+
+def _zero_gradient(make) -> tuple[str, float, str]:
+    optimizer = make()
+    params = _params(np.random.default_rng(0))
+    before = _copy(params)
+    zeros = {k: np.zeros_like(v) for k, v in params.items()}
+    for _ in range(3):
+        optimizer.step(params, zeros)
+    change = _max_diff(params, before)
+    if change == 0.0:
+        return PASS, change, "3 steps on a zero gradient"
+    return FAIL, change, f"3 steps on a zero gradient moved the parameters by up to {change:.3g}"
+
+
+def _state_round_trip(make) -> tuple[str, float, str]:
+    rng = np.random.default_rng(1)
+    params = _params(rng)
+    grads = [{k: rng.standard_normal(v.shape) for k, v in params.items()} for _ in range(3)]
+    first = make()
+    for g in grads[:2]:
+        first.step(params, g)
+    buffer = io.BytesIO()
+    np.savez(buffer, **first.state_dict())  # as a checkpoint stores it
+    buffer.seek(0)
+    with np.load(buffer, allow_pickle=False) as saved:
+        state = {k: saved[k] for k in saved.files}
+    second = make()
+    second.load_state_dict(state)
+    a, b = _copy(params), _copy(params)
+    first.step(a, grads[2])
+    second.step(b, grads[2])
+    diff = _max_diff(a, b)
+    if diff == 0.0:
+        return PASS, diff, f"{len(state)} entries through .npz, identical next step"
+    return FAIL, diff, f"after load_state_dict the next step differs by up to {diff:.3g}"
+
+
+def _weight_decay(optimizer) -> tuple[str, float, str]:
+    params = _params(np.random.default_rng(2))
+    before = _norm(params)
+    zeros = {k: np.zeros_like(v) for k, v in params.items()}
+    optimizer.step(params, zeros)
+    ratio = _norm(params) / before
+    if ratio < 1.0:
+        return PASS, None, f"weight_decay=0.1, zero gradient: norm x{ratio:.6f}"
+    return FAIL, None, f"weight_decay=0.1 on a zero gradient did not shrink the norm (x{ratio:.6f})"
+
+
+# --------------------------------------------------------------------------- data sets
+
+
+def check_dataset(cls: type, name: str) -> list[tuple[str, str, float | None, str]]:
+    overrides = {"download": False} if "download" in _parameters(cls) else {}
+    try:
+        dataset = instantiate("dataset", cls, **overrides)
+        load_params = inspect.signature(dataset.load).parameters
+        rng = np.random.default_rng(0)
+        data = dataset.load(rng, dtype=np.float32) if "dtype" in load_params else dataset.load(rng)
+    except NeedsExampleArgs as err:
+        return [("build", FAIL, None, str(err))]
+    except DataError as err:
+        return [("load", SKIP, None, str(err).split("\n")[0])]
+    except Exception as err:
+        return [("load", FAIL, None, _describe(err))]
+    splits = {s: getattr(data, s, None) for s in ("train", "val", "test")}
+    present = {s: split for s, split in splits.items() if split is not None}
+    sizes = ", ".join(f"{s} {len(split.x)}" for s, split in present.items())
+    rows = [("load", PASS, None, f"{sizes}; input_shape {tuple(data.input_shape)}, {data.num_classes} classes")]
+    rows.append(_data_shapes(data, present))
+    rows.append(_data_dtypes(present, exact="dtype" in load_params))
+    rows.append(_data_labels(data, present))
+    return rows
+
+
+def _data_shapes(data, splits) -> tuple[str, str, None, str]:
+    problems = []
+    if "train" not in splits or len(splits["train"].x) == 0:
+        problems.append("no training samples")
+    for s, split in splits.items():
+        x, y = split.x, split.y
+        if tuple(x.shape[1:]) != tuple(data.input_shape):
+            problems.append(f"{s}.x has samples of shape {x.shape[1:]}, input_shape is {tuple(data.input_shape)}")
+        if len(x) != len(y):
+            problems.append(f"{s}.x has {len(x)} samples, {s}.y {len(y)}")
+        if y.ndim == 2 and y.shape[1] != data.num_classes:
+            problems.append(f"{s}.y one-hot has {y.shape[1]} columns, num_classes is {data.num_classes}")
+        if y.ndim not in (1, 2):
+            problems.append(f"{s}.y has shape {y.shape}: expected labels (n,) or one-hot (n, num_classes)")
+    return ("shapes", FAIL if problems else PASS, None, "; ".join(problems))
+
+
+def _data_dtypes(splits, exact: bool) -> tuple[str, str, None, str]:
+    problems = []
+    for s, split in splits.items():
+        if exact and split.x.dtype != np.float32:
+            problems.append(f"{s}.x is {split.x.dtype} although load(dtype=float32) was asked for")
+        elif not np.issubdtype(split.x.dtype, np.floating):
+            problems.append(f"{s}.x is {split.x.dtype}, not floating point")
+        y = split.y
+        if y.ndim == 1 and not np.issubdtype(y.dtype, np.integer):
+            problems.append(f"{s}.y labels are {y.dtype}, not integers")
+        if y.ndim == 2 and not np.issubdtype(y.dtype, np.floating):
+            problems.append(f"{s}.y one-hot rows are {y.dtype}, not floating point")
+    detail = "; ".join(problems) or ", ".join(f"{s}: x {sp.x.dtype}, y {sp.y.dtype}" for s, sp in splits.items())
+    return ("dtypes", FAIL if problems else PASS, None, detail)
+
+
+def _data_labels(data, splits) -> tuple[str, str, None, str]:
+    c = data.num_classes
+    if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or c < 2:
+        return ("labels", FAIL, None, f"num_classes={c!r}: expected an integer >= 2")
+    problems = []
+    for s, split in splits.items():
+        y = split.y
+        if y.ndim == 2:
+            if not (np.isin(y, (0, 1)).all() and np.all(y.sum(axis=1) == 1)):
+                problems.append(f"{s}.y has rows that are not one-hot")
+                continue
+            labels = y.argmax(axis=1)
+        elif y.ndim == 1 and np.issubdtype(y.dtype, np.integer):
+            labels = y
+        else:
+            continue  # reported by the dtype / shape checks
+        if len(labels) and (labels.min() < 0 or labels.max() >= c):
+            problems.append(f"{s}.y has labels {labels.min()}..{labels.max()} outside 0..{c - 1}")
+        if s == "train" and len(np.unique(labels)) != c:
+            problems.append(f"train.y uses {len(np.unique(labels))} of num_classes={c} classes")
+    detail = "; ".join(problems) or f"labels in 0..{c - 1}, every class in train"
+    return ("labels", FAIL if problems else PASS, None, detail)
+
+
+# --------------------------------------------------------------------------- running
+
+
+CHECKERS = {"layer": check_layer, "loss": check_loss, "optimizer": check_optimizer, "dataset": check_dataset}
+
+
+def run_checks(registry, names: list[str] | tuple[str, ...] | None = None) -> list[CheckResult]:
+    """Check every component of ``registry`` (only those called one of ``names``, if given)."""
+    wanted = set(names or ())
+    results = []
+    for component in registry.list():
+        if wanted and component.name not in wanted:
+            continue
+        checker = CHECKERS.get(component.kind)
+        if checker is None:
+            continue
+        with np.errstate(all="ignore"):
+            rows = checker(component.cls, component.name)
+        for check, result, error, detail in rows:
+            results.append(
+                CheckResult(component.name, component.kind, str(component.provider), check, result, error, detail)
+            )
+    return results
+
+
+def format_table(results: list[CheckResult]) -> str:
+    headers = ("component", "kind", "provider", "check", "worst error", "result")
+    table = [headers] + [
+        (r.component, r.kind, r.provider, r.check, "-" if r.error is None else f"{r.error:.2e}", r.result)
+        for r in results
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
+    lines = []
+    for i, row in enumerate(table):
+        lines.append("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+        elif results[i - 1].result != PASS and results[i - 1].detail:
+            lines.append(f"    {results[i - 1].result}: {results[i - 1].detail}")
+    return "\n".join(lines)
+
+
+def summary(results: list[CheckResult]) -> dict[str, int]:
+    return {r: sum(1 for x in results if x.result == r) for r in (PASS, FAIL, SKIP)}
+
+
+def check_command(argv: list[str]) -> int:
+    """`labnet plugins check [NAME...] [--json]`: 0 if nothing failed, 1 on a failure, 2 on a usage error."""
+    from labnet.plugins import Registry, get_plugin_manager
+
+    parser = argparse.ArgumentParser(
+        prog="labnet plugins check",
+        description="Check every installed component (or the NAMEs given) against labnet's contracts: "
+        "gradients of layers and losses, optimizer steps and state, data set loading.",
+    )
+    parser.add_argument("names", nargs="*", metavar="NAME", help="component names to check (default: all)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = parser.parse_args(argv)
+    manager = get_plugin_manager()
+    try:
+        registry = Registry(manager)
+    except LabnetError as err:
+        print(f"labnet plugins check: {err}", file=sys.stderr)
+        return 2
+    known = {c.name for c in registry.list()}
+    unknown = [n for n in args.names if n not in known]
+    if unknown:
+        print(
+            f"labnet plugins check: unknown component {', '.join(map(repr, unknown))}; "
+            f"available: {', '.join(sorted(known))}",
+            file=sys.stderr,
+        )
+        return 2
+    results = run_checks(registry, args.names)
+    if not args.names:  # a plugin that failed to import cannot be checked: that is a failure too
+        for broken in manager.broken:
+            results.append(
+                CheckResult(broken.plugin, "plugin", str(broken.provider), "import", FAIL, None, broken.error)
+            )
+    counts = summary(results)
+    if args.json:
+        print(json.dumps({"results": [asdict(r) for r in results], "summary": counts}, indent=2))
+    else:
+        print(format_table(results))
+        print(f"\n{counts[PASS]} passed, {counts[FAIL]} failed, {counts[SKIP]} skipped")
+    return 1 if counts[FAIL] else 0

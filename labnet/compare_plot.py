@@ -1,0 +1,101 @@
+"""`labnet compare --plot`: the objective against the learning rate, one line per optimizer.
+
+The x axis is ``optimizer.lr`` (log scale) when the runs have it, else the first numeric param
+that varies. Lines are one per ``optimizer.name`` when that varies, else one per value of the first
+other varying param (categorical ones first), else a single line. Several runs at one x (seeds,
+replicates, a param that is neither x nor the line) are all drawn as points, the line joins their mean.
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from labnet.compare import lower_is_better, parse_value
+
+X_PARAM = "optimizer.lr"
+LINE_PARAM = "optimizer.name"
+
+
+def _number(value: Any) -> float | None:
+    value = parse_value(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _numeric(rows: list[dict[str, Any]], key: str) -> bool:
+    present = [r.get(key) for r in rows if r.get(key) not in (None, "None")]
+    return bool(present) and all(_number(v) is not None for v in present)
+
+
+def choose_axes(rows: list[dict[str, Any]], params: list[str]) -> tuple[str, str | None]:
+    """The param on the x axis and the param that makes the lines (None: one line)."""
+    if any(_number(r.get(X_PARAM)) is not None for r in rows):
+        x = X_PARAM
+    else:
+        x = next((p for p in params if _numeric(rows, p)), None)
+        if x is None:
+            raise ValueError(f"nothing to plot against: the runs have no {X_PARAM} and no other numeric param varies")
+    others = [p for p in params if p != x]
+    if LINE_PARAM in others:
+        return x, LINE_PARAM
+    categorical = [p for p in others if not _numeric(rows, p)]
+    return x, (categorical or others or [None])[0]
+
+
+def plot_objective(rows: list[dict[str, Any]], params: list[str], path: Path, title: str | None = None) -> Path:
+    """Draw the rows' objective against the learning rate into ``path`` (PNG); ValueError if nothing to draw."""
+    x_key, line_key = choose_axes(rows, params)
+    objective = next((r["objective_metric"] for r in rows if r.get("objective_metric")), "objective")
+    lines: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+    skipped = 0
+    for row in rows:
+        x, y = _number(row.get(x_key)), row.get("objective")
+        if x is None or not isinstance(y, (int, float)) or not math.isfinite(y):
+            skipped += 1
+            continue
+        label = f"{row.get(line_key)}" if line_key else objective
+        lines[label][x].append(float(y))
+    if not lines:
+        raise ValueError(f"no run has both a {x_key} and a finite {objective}")
+
+    from labnet.tracking.plots import pyplot
+
+    plt = pyplot()
+    xs = [x for points in lines.values() for x in points]
+    log_x = min(xs) > 0 and (x_key == X_PARAM or max(xs) / min(xs) >= 100)
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for label in sorted(lines, key=_label_order):
+        points = sorted(lines[label].items())
+        (line,) = ax.plot([x for x, _ in points], [sum(v) / len(v) for _, v in points], marker="o", label=label)
+        if any(len(v) > 1 for _, v in points):
+            scatter = [(x, y) for x, values in points for y in values]
+            ax.scatter([x for x, _ in scatter], [y for _, y in scatter], s=12, alpha=0.5, color=line.get_color())
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel(x_key + (" (log scale)" if log_x else ""))
+    ax.set_ylabel(objective + (" (lower is better)" if lower_is_better(objective) else ""))
+    heading = textwrap.fill(title, 72) if title else f"{objective} against {x_key}"
+    if skipped:
+        heading += f"\n{skipped} run{'s' if skipped != 1 else ''} without a {objective} not shown"
+    ax.set_title(heading, fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    if line_key:
+        ax.legend(title=line_key, fontsize=8, title_fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fig.savefig(path, dpi=100, format="png")
+    finally:
+        plt.close(fig)
+    return path
+
+
+def _label_order(label: str) -> tuple:
+    number = _number(label)
+    return (0, number, "") if number is not None else (1, 0.0, label)

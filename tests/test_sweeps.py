@@ -1,0 +1,143 @@
+"""Sweeps users can trust: re-runs skip finished jobs and resume killed ones, replicates, fail-fast, config limits."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+mlflow = pytest.importorskip("mlflow")
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _env() -> dict:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+def labnet(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "labnet", *args], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=600
+    )
+
+
+def children(uri: str):
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("spiral")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    return (
+        client,
+        [r for r in runs if r.data.tags.get("mlflow.parentRunId")],
+        [r for r in runs if r.data.tags.get("labnet.role") == "sweep"],
+    )
+
+
+def test_interrupted_sweep_run_again_skips_finished_and_resumes_killed(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sweep = ["-m", "trainer.epochs=3,400", "optimizer.lr=0.01,0.02", f"tracking.uri={uri}"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "labnet", *sweep],
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    # jobs 0 and 1 are short; interrupt job 2 once it has written a checkpoint
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(tmp_path.glob("multirun/*/*/2/checkpoint.npz")):
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    _, first, parents = children(uri)
+    assert sorted(r.info.status for r in first) == ["FINISHED", "FINISHED", "KILLED"]
+    assert len(parents) == 1
+
+    again = labnet(tmp_path, *sweep)
+    assert again.returncode == 0, again.stderr
+    assert "2 of 4 jobs already finished, skipped" in again.stdout
+    assert "1 resumed from epoch" in again.stdout
+    client, runs, parents = children(uri)
+    assert len(runs) == 4, "exactly one new run: the killed job continued in its own run"
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED", "the same command continues its parent run"
+    resumed = next(r for r in runs if r.info.run_id == next(x.info.run_id for x in first if x.info.status == "KILLED"))
+    epochs = [m.step for m in client.get_metric_history(resumed.info.run_id, "train_loss")]
+    assert epochs[-1] == 400 and len(epochs) == len(set(epochs)) == 400, "every epoch logged once"
+
+    forced = labnet(tmp_path, "-m", "trainer.epochs=3", "optimizer.lr=0.01", f"tracking.uri={uri}", "sweep.rerun=all")
+    assert forced.returncode == 0 and "already finished" not in forced.stdout
+
+
+def test_replicates_give_distinct_seeds_and_a_mean_per_configuration(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = labnet(
+        tmp_path, "-m", "trainer.epochs=2", "optimizer.lr=0.01,0.1", "sweep.replicates=3", f"tracking.uri={uri}"
+    )
+    assert proc.returncode == 0, proc.stderr
+    client, runs, parents = children(uri)
+    assert len(runs) == 6
+    by_lr: dict[str, list] = {}
+    for run in runs:
+        by_lr.setdefault(run.data.params["optimizer.lr"], []).append(run)
+    assert sorted(by_lr) == ["0.01", "0.1"]
+    for members in by_lr.values():
+        assert len({r.data.params["seed"] for r in members}) == 3
+    summary = Path(client.download_artifacts(parents[0].info.run_id, "summary_by_config.csv", str(tmp_path)))
+    rows = {row["optimizer.lr"]: row for row in csv.DictReader(summary.open())}
+    for lr, members in by_lr.items():
+        values = [r.data.metrics["best_val_accuracy"] for r in members]
+        assert float(rows[lr]["objective"]) == pytest.approx(sum(values) / 3)
+        assert int(rows[lr]["replicates"]) == 3
+
+
+def test_fail_fast_launches_nothing_after_the_first_failure(tmp_path):
+    proc = labnet(
+        tmp_path,
+        "-m",
+        "trainer.epochs=2",
+        "optimizer=sgd",
+        "optimizer.lr=1e30,0.1,0.2",
+        "sweep.fail_fast=true",
+        "tracking=none",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "FAILED" in proc.stderr and "not run: sweep.fail_fast" in proc.stderr
+    results = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("multirun/*/*/*/result.json"))]
+    assert [r["status"] for r in results] == ["FAILED", "SKIPPED", "SKIPPED"]
+    assert not list(tmp_path.glob("multirun/*/*/1/checkpoint.npz")), "the skipped jobs trained nothing"
+
+
+def test_large_and_odd_configs_log_within_mlflow_limits(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    extra = "{" + ", ".join(f"k{i}: {i}" for i in range(300)) + "}"
+    proc = labnet(
+        tmp_path,
+        "trainer.epochs=1",
+        f"+extra={extra}",
+        f"+notes={'x' * 10_000}",
+        "+nothing=null",
+        "+nested={a: {b: [1, 2, {c: 3}]}}",
+        f"tracking.uri={uri}",
+    )
+    assert proc.returncode == 0, proc.stderr
+    client = MlflowClient(uri)
+    run = client.search_runs([client.get_experiment_by_name("spiral").experiment_id])[0]
+    params = run.data.params
+    assert run.info.status == "FINISHED"
+    assert all(params[f"extra.k{i}"] == str(i) for i in range(300))
+    assert len(params["notes"]) <= 6000 and params["notes"].endswith("[truncated]")
+    assert "notes" in run.data.tags["labnet.truncated_params"]
+    assert params["nothing"] == "None" and params["nested.a.b"] == "[1, 2, {'c': 3}]"

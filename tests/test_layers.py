@@ -34,16 +34,16 @@ TOL = 1e-6
 
 
 def make_layer(component) -> Layer:
-    kwargs = LAYER_KWARGS.get(component.name)
-    if kwargs is not None:
+    kwargs = LAYER_KWARGS.get(component.name) or getattr(component.cls, "example_args", None)
+    if kwargs:
         return component.cls(**kwargs)
     try:
         return component.cls()
     except TypeError as err:
         pytest.fail(
-            f"layer {component.name!r} from {component.provider} has no recipe in LAYER_KWARGS "
-            f"(tests/test_layers.py) and cannot be built without arguments ({err}); add its constructor "
-            "arguments there so it gets a gradient check"
+            f"layer {component.name!r} from {component.provider} has no `example_args` and cannot be "
+            f"built without arguments ({err}); declare `example_args = {{...}}` on the class so it gets a "
+            "gradient check"
         )
 
 

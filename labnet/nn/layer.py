@@ -25,6 +25,8 @@ class Layer:
     #: input shape (without the batch axis) used by ``labnet plugins check`` when the layer
     #: cannot take the default (a layer for images declares e.g. ``(3, 8, 8)``).
     example_input_shape: ClassVar[tuple[int, ...]] = (6,)
+    #: constructor arguments for those checks, for a layer that cannot be built without any
+    example_args: ClassVar[dict] = {}
 
     def __init__(self) -> None:
         self.params: dict[str, np.ndarray] = {}

@@ -114,7 +114,7 @@ def test_flatten_gradcheck():
 
 @pytest.mark.parametrize("cls", CONV_LAYERS)
 def test_every_layer_passes_gradcheck_on_its_example_input(cls):
-    layer = cls(**getattr(cls, "example_kwargs", {}))
+    layer = cls(**getattr(cls, "example_args", {}))
     x = np.random.default_rng(4).standard_normal((2, *cls.example_input_shape))
     errors = gradcheck(layer, x)
     assert max(errors.values()) < TOL, errors

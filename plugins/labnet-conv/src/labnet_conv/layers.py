@@ -51,7 +51,7 @@ class Conv2D(Layer):
     name = "conv2d"
     example_input_shape = (2, 6, 6)
     #: constructor arguments for generic checks (``filters`` has no default)
-    example_kwargs = {"filters": 3}
+    example_args = {"filters": 3}
 
     def __init__(self, filters: int, kernel_size: int = 3, stride: int = 1, pad: int = 0, init: str | float = "he"):
         super().__init__()

@@ -146,6 +146,8 @@ def run_experiment(cfg: DictConfig, manager=None, resume_run: dict | None = None
                     "params": flatten_config(cfg),
                     "run_id": run.info.get("mlflow_run_id"),
                     "config_hash": run.info["config_hash"],
+                    "output_dir": str(output_dir.resolve()),
+                    "history": run.history,
                     "resumed_from_epoch": run.info.get("resumed_from_epoch"),
                 },
             )

@@ -20,6 +20,7 @@ are pure (MLflow ``Run`` objects or plain dicts in, rows and text out) so that t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
@@ -106,6 +107,10 @@ def compare_command(argv: list[str]) -> int:
     except KeyboardInterrupt:
         print("labnet compare: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `labnet compare | head`: the reader has all it wanted
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as err:
         if os.environ.get("LABNET_DEBUG") == "1":
             raise
@@ -587,9 +592,9 @@ def sort_key(row: dict[str, Any]) -> tuple:
     value = _finite(row.get("objective"))
     failed = row.get("status") == "FAILED"
     if value is None:
-        return (1 + failed, 0.0, row.get("run_name") or "")
+        return (1 + failed, 0.0, row.get("run_name") or "", row.get("run_id") or "")
     sign = 1.0 if lower_is_better(row.get("objective_metric", "")) else -1.0
-    return (2 if failed else 0, sign * value, row.get("run_name") or "")
+    return (2 if failed else 0, sign * value, row.get("run_name") or "", row.get("run_id") or "")
 
 
 def sort_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -15,10 +15,12 @@ Each component, built-in or from a plugin, is built on small random inputs and c
 
 How a component is built for checking (declared on the class, so a plugin controls it):
 
-- ``example_args: dict`` -- constructor keyword arguments, e.g. ``example_args = {"filters": 4}``
-  on a convolution layer. Needed by every component whose constructor has required arguments;
-  without it such a component FAILs with a message saying so. Built-ins use
-  :data:`DEFAULT_EXAMPLE_ARGS` instead (``affine`` needs ``units``, the spiral is made small).
+- ``example_args: dict`` -- constructor keyword arguments, e.g. ``example_args = {"filters": 3}``
+  on a convolution layer (:class:`labnet.nn.layer.Layer` declares ``{}``; losses, optimizers and
+  data sets may declare it too, e.g. small sizes for a generated data set). Needed by every
+  component whose constructor has required arguments; without it such a component FAILs with a
+  message saying so. Built-ins get theirs from :data:`DEFAULT_EXAMPLE_ARGS` (``affine`` needs
+  ``units``, the spiral is made small), which a class's own ``example_args`` update.
 - ``example_input_shape: tuple`` (layers, see :class:`labnet.nn.layer.Layer`) -- the shape of
   one input sample, ``(6,)`` by default; an image layer declares e.g. ``(2, 6, 6)``.
 """
@@ -83,11 +85,10 @@ class NeedsExampleArgs(Exception):
 
 
 def example_args(kind: str, cls: type) -> dict[str, Any]:
-    """Constructor arguments for checking ``cls``: its ``example_args``, else the built-in recipe, else none."""
-    declared = getattr(cls, "example_args", None)
-    if declared is not None:
-        return dict(declared)
-    return dict(DEFAULT_EXAMPLE_ARGS.get((kind, getattr(cls, "name", "")), {}))
+    """Constructor arguments for checking ``cls``: the built-in recipe updated with the class's ``example_args``."""
+    args = dict(DEFAULT_EXAMPLE_ARGS.get((kind, getattr(cls, "name", "")), {}))
+    args.update(getattr(cls, "example_args", None) or {})
+    return args
 
 
 def _parameters(cls: type) -> dict[str, inspect.Parameter]:

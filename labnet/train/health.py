@@ -110,6 +110,20 @@ def _flat_ranges(model) -> dict[int, list[tuple[int, int]]]:
     return ranges
 
 
+def _norm(flat: np.ndarray, spans: list[tuple[int, int]]) -> float:
+    """Euclidean norm of ``flat[a:b]`` over ``spans``; exact (scaled, float64) where the plain sum overflows."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        squares = sum(float(np.dot(flat[a:b], flat[a:b])) for a, b in spans)
+    if math.isfinite(squares):
+        return math.sqrt(squares)
+    parts = np.concatenate([flat[a:b] for a, b in spans]).astype(np.float64)
+    scale = float(np.max(np.abs(parts)))
+    if not math.isfinite(scale) or scale == 0.0:
+        return scale
+    parts /= scale
+    return scale * math.sqrt(float(np.dot(parts, parts)))
+
+
 def probe_forward(model, x: np.ndarray, keep: set[int], stop: int) -> dict[int, np.ndarray]:
     """Evaluation-mode forward of ``x`` through layers 0..stop; the outputs of the layers in ``keep``.
 
@@ -173,16 +187,11 @@ class HealthMonitor:
             prefix = f"health/{self.labels[index]}/"
             spans = self.ranges.get(index)
             if spans:
-                g2 = w2 = d2 = 0.0
-                for a, b in spans:
-                    g, w, d = grads[a:b], self.start[a:b], self.delta[a:b]
-                    g2 += float(np.dot(g, g))
-                    w2 += float(np.dot(w, w))
-                    d2 += float(np.dot(d, d))
-                if w2 == 0.0:  # a layer that started at zero: relative to where it is now
-                    w2 = float(sum(np.dot(flat[a:b], flat[a:b]) for a, b in spans))
-                metrics[prefix + "grad_norm"] = math.sqrt(g2)
-                metrics[prefix + "update_ratio"] = math.sqrt(d2 / w2) if w2 > 0 else 0.0
+                w = _norm(self.start, spans)
+                if w == 0.0:  # a layer that started at zero: relative to where it is now
+                    w = _norm(flat, spans)
+                metrics[prefix + "grad_norm"] = _norm(grads, spans)
+                metrics[prefix + "update_ratio"] = _norm(self.delta, spans) / w if w > 0 else 0.0
             if index in dead:
                 metrics[prefix + "dead_fraction"] = dead[index]
         np.copyto(self.start, flat)
@@ -248,15 +257,21 @@ class HealthMonitor:
 
 
 def _non_finite_params(model) -> str:
+    largest, where = 0.0, ""
     for index, layer in enumerate(model.layers):
         for key, p in layer.params.items():
+            if p.size == 0:
+                continue
             bad = p.size - int(np.count_nonzero(np.isfinite(p)))
             if bad:
                 return (
                     f"the first layer with non-finite parameters is {_describe(index, layer)}: "
                     f"{key} has {bad} non-finite of {p.size} values"
                 )
-    return "all parameters are finite"
+            magnitude = float(np.max(np.abs(p)))
+            if magnitude > largest:
+                largest, where = magnitude, f" in {_describe(index, layer)} {key}"
+    return f"all parameters are finite (largest magnitude {largest:.3g}{where})"
 
 
 def _first_non_finite_step(model, loss, x: np.ndarray, y: np.ndarray) -> str:

@@ -1,0 +1,1 @@
+"""A labnet plugin with a deliberately wrong gradient (see plugin.py)."""

@@ -91,11 +91,9 @@ def basic_run(tmp_path_factory):
 
 def test_run_prints_one_line_summary(basic_run):
     proc, _ = basic_run
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("labnet:")]
-    assert len(lines) == 1, proc.stdout
-    match = SUMMARY.match(lines[0])
-    assert match, lines[0]
-    name, epochs, steps, metrics = match.groups()
+    matches = list(SUMMARY.finditer(proc.stdout))
+    assert len(matches) == 1, proc.stdout
+    name, epochs, steps, metrics = matches[0].groups()
     assert name == "adam-lr0.001-spiral"
     # spiral: 300 points, 60 for validation, batches of 30 -> 8 steps per epoch
     assert (int(epochs), int(steps)) == (3, 24)

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         message, code = explain(err, argv)
         print(f"labnet: error: {message}", file=sys.stderr)
-        if not isinstance(err, LabnetError):
+        if code == 1 and not isinstance(err, LabnetError):  # not a user mistake: perhaps a bug
             print("(set LABNET_DEBUG=1 to see the traceback)", file=sys.stderr)
         return code
     return 0
@@ -58,11 +58,24 @@ def _run_hydra() -> None:
 
     from labnet.app import task
     from labnet.config import config_dirs, plugin_config_dirs, register_component_configs
-    from labnet.plugins import get_registry
+    from labnet.plugins import Registry, get_plugin_manager
 
     conf, _ = config_dirs()
-    register_component_configs(get_registry(), [conf, *plugin_config_dirs()])
+    block = _blocked_plugins(sys.argv[1:])
+    manager = get_plugin_manager(block=block)
+    register_component_configs(Registry(manager), [conf, *plugin_config_dirs(manager)])
     hydra.main(version_base=None, config_path=str(conf), config_name="config")(task)()
+
+
+def _blocked_plugins(argv: list[str]) -> list[str]:
+    """``plugins.block=[a,b]`` from the command line, needed before Hydra composes (a clash must be blockable)."""
+    import yaml
+
+    for arg in argv:
+        if arg.startswith("plugins.block="):
+            value = yaml.safe_load(arg.split("=", 1)[1])
+            return [str(v) for v in (value if isinstance(value, list) else [value]) if v]
+    return []
 
 
 def explain(err: BaseException, argv: list[str]) -> tuple[str, int]:
@@ -82,8 +95,9 @@ def explain(err: BaseException, argv: list[str]) -> tuple[str, int]:
         if match and "." in match.group(1):
             return _unknown_key_message(match.group(1), argv) or text, 2
         missing = re.search(r"Could not find '([^/']+)/([^']+)'", text)
-        if missing and "Available options" not in text:
-            options = _group_options(missing.group(1))
+        if missing:
+            listed = re.search(r"Available options in '[^']+':\n((?:\t.*\n?)+)", text)
+            options = listed.group(1).split() if listed else _group_options(missing.group(1))
             text = f"unknown {missing.group(1)} {missing.group(2)!r}; available: {', '.join(options) or 'none'}"
         return text.split("\nConfig search path:")[0].strip(), 2
     return f"{type(err).__name__}: {err}", 1

@@ -85,8 +85,7 @@ def run_experiment(cfg: DictConfig, manager=None, resume_run: dict | None = None
     registry = Registry(manager)
     hc = _hydra_runtime()
     output_dir = Path(hc.runtime.output_dir) if hc is not None else Path.cwd()
-    dtype = np.dtype(cfg.trainer.get("dtype", "float32"))
-    rng = np.random.default_rng(cfg.seed)
+    dtype, rng = _dtype(cfg), _rng(cfg)
     section = lambda name: OmegaConf.to_container(cfg[name], resolve=True)  # noqa: E731
 
     dataset = build_component(registry.get("dataset", cfg.dataset.name), "dataset", section("dataset"))
@@ -151,12 +150,28 @@ def run_experiment(cfg: DictConfig, manager=None, resume_run: dict | None = None
                     "resumed_from_epoch": run.info.get("resumed_from_epoch"),
                 },
             )
-    summary = "  ".join(f"{k}={v:.4f}" for k, v in final.items() if k != "epoch_seconds" and isinstance(v, float))
+    summary = "  ".join(
+        f"{k}={v:.4f}" for k, v in final.items() if k != "epoch_seconds" and "/" not in k and isinstance(v, float)
+    )
     print(
         f"labnet: {run.name} finished after {run.epoch} epochs ({run.step} steps): {summary}"
         + (f"  [{run.stop_reason}]" if run.stop_reason else "")
     )
     return float(run.best_objective)
+
+
+def _dtype(cfg: DictConfig) -> np.dtype:
+    name = cfg.trainer.get("dtype", "float32")
+    if name not in ("float32", "float64"):
+        raise ConfigError(f"trainer.dtype={name!r}: accepted are float32, float64")
+    return np.dtype(name)
+
+
+def _rng(cfg: DictConfig) -> np.random.Generator:
+    seed = cfg.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"seed={seed!r}: must be a whole number >= 0")
+    return np.random.default_rng(seed)
 
 
 def _save_weights(model, output_dir: Path) -> Path:

@@ -124,12 +124,12 @@ def register_component_configs(registry, config_dirs_: list[Path]) -> list[str]:
     return added
 
 
-def plugin_config_dirs() -> list[Path]:
+def plugin_config_dirs(manager=None) -> list[Path]:
     """Config folders shipped by the loaded plugins (``labnet_config_dirs`` hook)."""
     from labnet.plugins import get_plugin_manager
 
     folders = []
-    for result in get_plugin_manager().hook.labnet_config_dirs():
+    for result in (manager or get_plugin_manager()).hook.labnet_config_dirs():
         folders.extend(Path(f) for f in result or ())
     return folders
 

@@ -8,6 +8,8 @@ works wherever labnet is installed. Every folder a labnet plugin returns from
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from hydra._internal.core_plugins.file_config_source import FileConfigSource
 from hydra.core.config_search_path import ConfigSearchPath
 from hydra.core.object_type import ObjectType
@@ -45,7 +47,11 @@ class ExperimentsConfigSource(FileConfigSource):
         if config_path == "":
             return [GROUP] if results_filter in (None, ObjectType.GROUP) else []
         inner = self._inner(config_path)
-        return [] if inner is None else super().list(inner, results_filter)
+        if inner is None or inner != "" or results_filter == ObjectType.GROUP:
+            return []  # a flat folder: no nested groups
+        # Hydra's own listing checks names without the group prefix, so list the folder directly
+        folder = Path(self.path)
+        return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
 
 
 class LabnetSearchPathPlugin(SearchPathPlugin):

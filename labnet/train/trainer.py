@@ -67,12 +67,16 @@ class TrainerConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if int(self.epochs) <= 0:
-            raise ConfigError(f"trainer.epochs={self.epochs!r}: must be a positive integer")
-        if int(self.batch_size) <= 0:
-            raise ConfigError(f"trainer.batch_size={self.batch_size!r}: must be a positive integer")
-        if self.patience is not None and int(self.patience) <= 0:
-            raise ConfigError(f"trainer.patience={self.patience!r}: must be a positive integer or null")
+        for key in ("epochs", "batch_size", "eval_batch_size", "patience", "checkpoint_every"):
+            value = getattr(self, key)
+            if value is None and key == "patience":
+                continue
+            minimum = 0 if key == "checkpoint_every" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ConfigError(
+                    f"trainer.{key}={value!r}: must be a whole number >= {minimum}"
+                    + (" or null" if key == "patience" else "")
+                )
 
 
 def _minimizes(metric: str) -> bool:
@@ -106,6 +110,10 @@ class Trainer:
                 f"trainer.batch_size={config.batch_size} is larger than the training split ({n} samples); "
                 f"use a value from 1 to {n}"
             )
+        splits = ("train", "val") if data.val is not None else ("train",)
+        objectives = [f"{split}_{what}" for split in splits for what in ("accuracy", "loss")]
+        if config.objective not in objectives and config.objective.replace("val_", "train_") not in objectives:
+            raise ConfigError(f"trainer.objective={config.objective!r}: accepted are {', '.join(objectives)}")
         self._param_group = {"params": model.flat_params}
         self._grad_group = {"params": model.flat_grads}
         self._signal: int | None = None
@@ -217,7 +225,7 @@ class Trainer:
         loss_sum, correct, seen = sums
         forward, backward, step = model.forward, model.backward, optimizer.step
         loss_forward, loss_backward = loss.forward, loss.backward
-        take, count_nonzero, isfinite = np.take, np.count_nonzero, math.isfinite
+        take_x, take_y, count_nonzero, isfinite = x_all.take, y_all.take, np.count_nonzero, math.isfinite
         params, grads = self._param_group, self._grad_group
         reg = model.regularization_loss if model.weight_decay else None
         bar = self._progress(epoch, n_batches, start_batch)
@@ -233,10 +241,10 @@ class Trainer:
             else:
                 x, y, lab, p, h = xb[:k], yb[:k], lb[:k], pred[:k], hit[:k]
             # mode="clip": the indices are valid, and the default mode="raise" gathers through a temporary
-            take(x_all, idx, axis=0, out=x, mode="clip")
-            take(y_all, idx, axis=0, out=y, mode="clip")
+            take_x(idx, axis=0, out=x, mode="clip")
+            take_y(idx, axis=0, out=y, mode="clip")
             if labels_all is not None:
-                take(labels_all, idx, out=lab, mode="clip")
+                labels_all.take(idx, out=lab, mode="clip")
             scores = forward(x, True)
             if argmax:
                 correct += count_nonzero(np.equal(np.argmax(scores, axis=1, out=p), lab, out=h))
@@ -276,7 +284,7 @@ class Trainer:
         if self.hook is not None:
             self.hook.labnet_epoch_end(run=run, epoch=epoch, metrics=metrics, model=self.model)
         run.history.append(metrics)
-        value = metrics.get(run.objective_metric, float("nan"))
+        value = metrics[run.objective_metric]
         better = (value < run.best_objective) if _minimizes(run.objective_metric) else (value > run.best_objective)
         if math.isnan(run.best_objective) or better:
             run.best_objective, run.best_epoch = value, epoch

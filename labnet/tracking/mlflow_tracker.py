@@ -220,6 +220,8 @@ class MlflowRun:
             files.append(Path(artifacts["weights"]))
         for path in files:
             client.log_artifact(run_id, str(path))
+        for path in artifacts["extra"]:  # files plugins listed in run.info["artifacts"], kept in their subfolder
+            client.log_artifact(run_id, str(path), path.parent.name if path.parent != out else None)
         if artifacts.get("log_model") and artifacts.get("weights") and artifacts.get("spec"):
             # save_model + log_artifacts: the same pyfunc model as log_model, at a fraction of the cost
             model_dir = out / "mlflow_model"
@@ -310,6 +312,7 @@ class MlflowRun:
             "spec": spec_path,
             "confusion": confusion,
             "log_model": bool(self.tracking.get("log_model", True)),
+            "extra": [Path(p) for p in info.get("artifacts", [])],
         }
 
 

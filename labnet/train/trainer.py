@@ -254,9 +254,12 @@ class Trainer:
             if reg is not None:
                 value += reg()
             if not isfinite(value):
+                from labnet.train.health import diagnose_non_finite
+
                 raise TrainingError(
                     f"the training loss became {value} at step {run.step + 1} (epoch {epoch}, batch {b + 1}) "
-                    f"with {optimizer.name} lr={optimizer.lr}; the run diverged: lower optimizer.lr"
+                    f"with {optimizer.name} lr={optimizer.lr}: {diagnose_non_finite(model, loss, x, y)}; "
+                    "the run diverged: lower optimizer.lr"
                 )
             losses[b] = value
             loss_sum += value * k
@@ -296,7 +299,7 @@ class Trainer:
         if cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0:
             self.save_checkpoint(run, epoch)
         if cfg.progress and sys.stderr.isatty():
-            shown = "  ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k != "epoch_seconds")
+            shown = "  ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k != "epoch_seconds" and "/" not in k)
             print(f"epoch {epoch}/{cfg.epochs}  {shown}", file=sys.stderr)
 
     def _progress(self, epoch: int, total: int, start: int):

@@ -26,6 +26,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "labnet.data.builtin",
     "labnet.tracking.mlflow_tracker",
     "labnet.train.health",
+    "labnet.studies",
 )
 
 #: component kinds and the registration hook that provides each

@@ -1,0 +1,242 @@
+"""Training studies: a sweep whose parent run holds one comparison plot and table, from real runs.
+
+A built-in plugin like the MLflow tracker. An experiment becomes a study by naming one in its
+config (``experiments/optimizer_compare_mnist.yaml`` and friends)::
+
+    study:
+      name: optimizer_compare_mnist   # file names: <sweep dir>/<name>.png and <name>.csv
+      plot: train_loss_curves         # one of labnet.studies_plots.PLOTS
+      label: optimizer.name           # the config key(s) naming each job's line
+      labels: {sgd: SGD}              # optional display names of values
+
+Plot kinds and what this plugin records in each job to draw them (in ``run.output_dir``):
+
+- ``train_loss_curves``: the training loss of every step (``study_steps.csv``); options ``smooth``
+  (running-mean window), ``tail`` (steps averaged for the final loss), ``threshold``, ``ylim``;
+- ``paths``: the model's parameters after every epoch (``study_points.csv``, for small models such
+  as the ``surface`` layer's point); options ``xlim``, ``ylim``;
+- ``metric_curves``: a per-epoch ``metric`` (default ``train_accuracy``), one panel per value of
+  the config key ``panel``;
+- ``train_test_gap``: adds ``train_eval_accuracy`` / ``train_eval_loss`` to each epoch's metrics (the
+  training split in evaluation mode, as the book measures it: no dropout) and plots it against
+  ``val_accuracy``;
+- ``hparam_search``: the objective against ``x`` (default ``optimizer.lr``) colored by ``color``
+  (default ``model.weight_decay``), with the learning curves of the ``top`` best trials.
+
+At the sweep's end (``labnet_sweep_end``, in the launching process) the plot and table are written
+to the sweep folder and, when the sweep is tracked, logged on its parent MLflow run. A job skipped
+because it already finished in the store is read from its earlier output folder. A plot that cannot
+be drawn is reported as a warning: it never costs the sweep its summary.
+
+This module also registers the components the studies use (see :mod:`labnet.studies_components`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from labnet import hookimpl
+from labnet.errors import ConfigError
+from labnet.studies_components import FunctionData, MnistSubset, Surface, Value
+
+STEPS_FILE = "study_steps.csv"
+POINTS_FILE = "study_points.csv"
+#: largest model whose parameters are recorded every epoch for a ``paths`` study
+MAX_RECORDED_PARAMS = 64
+
+
+@hookimpl
+def labnet_layers():
+    return [Surface]
+
+
+@hookimpl
+def labnet_losses():
+    return [Value]
+
+
+@hookimpl
+def labnet_datasets():
+    return [FunctionData, MnistSubset]
+
+
+def study_of(cfg) -> dict[str, Any] | None:
+    """The config's ``study`` node as a dict (``None`` when there is none), checked."""
+    node = OmegaConf.select(cfg, "study", default=None) if isinstance(cfg, DictConfig) else None
+    if node is None:
+        return None
+    from labnet.studies_plots import PLOTS
+
+    study = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+    if not isinstance(study, dict) or study.get("plot") not in PLOTS:
+        plot = study.get("plot") if isinstance(study, dict) else study
+        raise ConfigError(f"study.plot={plot!r}: accepted are {', '.join(PLOTS)}")
+    study.setdefault("name", study["plot"])
+    return study
+
+
+# -- in each job: record what the plot needs --------------------------------------------------------
+
+
+class Recorder:
+    """What one run records for its study."""
+
+    def __init__(self, study: dict[str, Any], model) -> None:
+        self.plot = study["plot"]
+        self.steps: list[np.ndarray] = []
+        self.losses: list[np.ndarray] = []
+        self.points: list[np.ndarray] = []
+        if self.plot == "paths":
+            if model.flat_params.size > MAX_RECORDED_PARAMS:
+                raise ConfigError(
+                    f"study.plot=paths records the model's parameters every epoch; this model has "
+                    f"{model.flat_params.size} (at most {MAX_RECORDED_PARAMS}), e.g. use a `surface` layer"
+                )
+            self.points.append(model.flat_params.astype(np.float64))
+
+    def epoch_end(self, run, metrics: dict[str, float], model) -> None:
+        if self.plot == "train_loss_curves":
+            self.steps.append(np.array(run.step_numbers, np.int64))
+            self.losses.append(np.array(run.step_losses, np.float64))
+        elif self.plot == "paths":
+            self.points.append(model.flat_params.astype(np.float64))
+        elif self.plot == "train_test_gap":
+            from labnet.train.metrics import evaluate
+
+            data, loss = run.info.get("data"), run.info.get("loss")
+            if data is not None and loss is not None:
+                metrics["train_eval_loss"], metrics["train_eval_accuracy"] = evaluate(model, loss, data.train)
+
+    def write(self, output_dir: Path) -> list[Path]:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        files = []
+        if self.steps:
+            path = output_dir / STEPS_FILE
+            table = np.column_stack([np.concatenate(self.steps), np.concatenate(self.losses)])
+            np.savetxt(path, table, fmt=["%d", "%.7g"], delimiter=",", header="step,train_loss", comments="")
+            files.append(path)
+        if self.points:
+            path = output_dir / POINTS_FILE
+            points = np.vstack(self.points)
+            table = np.column_stack([np.arange(len(points)), points])
+            header = "epoch," + ",".join(f"p{i}" for i in range(points.shape[1]))
+            np.savetxt(path, table, fmt="%.9g", delimiter=",", header=header, comments="")
+            files.append(path)
+        return files
+
+
+@hookimpl
+def labnet_run_start(run, cfg, model):
+    study = study_of(cfg)
+    if study is not None:
+        run.info["study"] = Recorder(study, model)
+
+
+@hookimpl
+def labnet_epoch_end(run, metrics, model):
+    recorder = run.info.get("study")
+    if recorder is not None:
+        recorder.epoch_end(run, metrics, model)
+
+
+@hookimpl
+def labnet_run_end(run):
+    recorder = run.info.get("study")
+    if recorder is not None:
+        run.info.setdefault("artifacts", []).extend(recorder.write(run.output_dir))
+
+
+# -- in the launching process: the comparison -------------------------------------------------------
+
+
+@hookimpl
+def labnet_sweep_start(sweep):
+    study_of(sweep.cfg)  # a bad study node fails before any job starts
+
+
+def _read_table(path: Path) -> np.ndarray | None:
+    if not path.is_file():
+        return None
+    with path.open() as f:
+        rows = list(csv.reader(f))[1:]
+    return np.array(rows, dtype=float).reshape(len(rows), -1) if rows else None
+
+
+def _earlier_output_dir(result: dict[str, Any], sweep) -> Path | None:
+    """Where a job skipped as already finished ran before (the MLflow run's ``labnet.output_dir`` tag)."""
+    if not result.get("run_id") or not sweep.info.get("mlflow_uri"):
+        return None
+    from mlflow.tracking import MlflowClient
+
+    try:
+        tag = MlflowClient(sweep.info["mlflow_uri"]).get_run(result["run_id"]).data.tags.get("labnet.output_dir")
+    except Exception:
+        return None
+    return Path(tag) if tag else None
+
+
+def load_job(result: dict[str, Any], sweep):
+    """A job's result plus the files this plugin recorded in its output folder."""
+    from labnet.studies_plots import Job
+
+    folder = Path(result["output_dir"]) if result.get("output_dir") else None
+    history = result.get("history")
+    if result.get("skipped"):
+        folder = _earlier_output_dir(result, sweep)
+        earlier = folder / "result.json" if folder is not None else None
+        if earlier is not None and earlier.is_file():
+            history = json.loads(earlier.read_text()).get("history")
+    job = Job(result=result, history=history or [])
+    if folder is not None:
+        job.steps, job.points = _read_table(folder / STEPS_FILE), _read_table(folder / POINTS_FILE)
+    return job
+
+
+def draw_study(study: dict[str, Any], results: list[dict[str, Any]], sweep) -> list[Path]:
+    from labnet.studies_plots import PLOTS
+
+    jobs = [load_job(r, sweep) for r in results]
+    return PLOTS[study["plot"]](study, jobs, Path(sweep.dir))
+
+
+def _print_table(path: Path, limit: int = 16) -> None:
+    with path.open() as f:
+        rows = list(csv.DictReader(f))
+    for row in rows[:limit]:
+        shown = "  ".join(f"{k}={v}" for k, v in row.items() if k not in ("job", "label", "status", "rank") and v)
+        print(f"  {row.get('label')}: {shown}")
+    if len(rows) > limit:
+        print(f"  ... {len(rows) - limit} more rows in {path.name}")
+
+
+@hookimpl(tryfirst=True)
+def labnet_sweep_end(sweep, results):
+    """Draw the study's plot and table into the sweep folder; log them on the parent MLflow run."""
+    study = study_of(sweep.cfg)
+    if study is None or not results:
+        return
+    try:
+        files = draw_study(study, results, sweep)
+    except Exception as err:  # the sweep's own summary must still be written
+        print(
+            f"labnet: warning: study {study['name']!r}: the plot failed: {type(err).__name__}: {err}", file=sys.stderr
+        )
+        return
+    print(f"labnet: study {study['name']}: {', '.join(str(f) for f in files)}")
+    for path in files:
+        if path.suffix == ".csv":
+            _print_table(path)
+    parent = sweep.info.get("mlflow_parent_run_id")
+    if parent:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(sweep.info["mlflow_uri"])
+        for path in files:
+            client.log_artifact(parent, str(path))

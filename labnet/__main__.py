@@ -10,8 +10,6 @@ import os
 import re
 import sys
 
-SUBCOMMANDS = ("plugins",)
-
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -22,6 +20,13 @@ def main(argv: list[str] | None = None) -> int:
         from labnet.cli_plugins import plugins_command
 
         return plugins_command(argv[1:])
+    if "--help" in argv or "-h" in argv:
+        from labnet.cli_help import help_text
+
+        print(help_text())
+        return 0
+    if argv and argv[0] == "--hydra-help":
+        argv = ["--help", *argv[1:]]
     if argv and argv[0] == "compare":
         from labnet.compare import compare_command
 

@@ -348,8 +348,13 @@ def test_experiment_group_lists_the_experiments(hydra_compose):
 
 def test_help_lists_the_experiments(tmp_path):
     proc = ok(labnet("--help", cwd=tmp_path, timeout=60))
-    line = next((x for x in proc.stdout.splitlines() if x.startswith("experiment:")), "")
+    line = next((x.strip() for x in proc.stdout.splitlines() if x.strip().startswith("+experiment:")), "")
     assert BUILTIN_EXPERIMENTS <= {name.strip() for name in line.partition(":")[2].split(",")}, proc.stdout
+
+
+def test_hydra_help_is_still_reachable(tmp_path):
+    proc = ok(labnet("--hydra-help", cwd=tmp_path, timeout=120))
+    assert "hydra/launcher" in proc.stdout
 
 
 def test_plugins_lists_builtins(tmp_path):

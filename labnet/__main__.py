@@ -25,8 +25,6 @@ def main(argv: list[str] | None = None) -> int:
 
         print(help_text())
         return 0
-    if argv and argv[0] == "--hydra-help":
-        argv = ["--help", *argv[1:]]
     if argv and argv[0] == "compare":
         from labnet.compare import compare_command
 

@@ -108,6 +108,7 @@ class Value(Loss):
     """
 
     name = "value"
+    uses_targets = False
 
     def forward(self, scores, targets):
         targets = np.asarray(targets)

@@ -31,7 +31,7 @@ class Affine(Layer):
         if len(input_shape) != 1:
             raise ShapeError(
                 f"affine takes flat inputs of shape (features,), got {tuple(input_shape)}; "
-                "add a `flatten` layer or set the data set's flatten=true"
+                "set the data set's flatten=true, or put a `flatten` layer before it (from the labnet-conv plugin)"
             )
         if self.input_size is not None and input_shape[0] != self.input_size:
             raise ShapeError(f"affine was declared with input_size={self.input_size} but receives {input_shape[0]}")

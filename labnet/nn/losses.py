@@ -18,6 +18,24 @@ def _labels_of(targets: np.ndarray) -> np.ndarray:
     return targets if targets.ndim == 1 else targets.argmax(axis=1)
 
 
+def _onehot(scores: np.ndarray, labels: np.ndarray, loss: str) -> np.ndarray:
+    """Integer labels as one-hot rows of the scores' shape; labels that do not fit raise ShapeError."""
+    _check_targets(scores, labels, loss)
+    _check_label_range(scores, labels, loss)
+    onehot = np.zeros_like(scores)
+    onehot[np.arange(len(labels)), labels] = 1
+    return onehot
+
+
+def _check_label_range(scores: np.ndarray, labels: np.ndarray, loss: str) -> None:
+    classes = scores.shape[1]
+    if labels.size and (labels.min() < 0 or labels.max() >= classes):
+        raise ShapeError(
+            f"{loss}: labels range from {labels.min()} to {labels.max()}, but the scores of shape {scores.shape} "
+            f"have {classes} columns: the model's last layer needs as many outputs as the data set has classes"
+        )
+
+
 def _check_targets(scores: np.ndarray, targets: np.ndarray, loss: str) -> None:
     if targets.shape[0] != scores.shape[0] or (targets.ndim == 2 and targets.shape != scores.shape):
         raise ShapeError(
@@ -28,6 +46,8 @@ def _check_targets(scores: np.ndarray, targets: np.ndarray, loss: str) -> None:
 
 class Loss:
     name: ClassVar[str] = ""
+    #: False for a loss that ignores its targets (e.g. minimising the model's output itself)
+    uses_targets: ClassVar[bool] = True
 
     def forward(self, scores: np.ndarray, targets: np.ndarray) -> float:
         raise NotImplementedError
@@ -112,21 +132,27 @@ class SoftmaxCrossEntropy(Loss):
             p_t, row_max, row_sum, rows, tiny = ws
             self.n, self.targets = n, targets
             self._softmax_t(scores, p_t, row_max, row_sum)
-            self.probs = p = p_t.T
+            self.probs = p_t.T
             if targets.ndim == 1:
                 if targets.shape[0] != n:
                     _check_targets(scores, targets, self.name)
-                picked = p_t[targets, rows]
-                np.maximum(picked, tiny, out=picked)
-                return float(-np.log(picked, out=picked).sum() / n)
-        tiny = np.finfo(p.dtype).tiny
+                try:
+                    picked = scores[rows, targets]
+                except IndexError:
+                    _check_label_range(scores, targets, self.name)
+                    raise
+                # -log softmax = log(sum(exp(s - max))) - (s_target - max): exact even far below the max
+                np.subtract(row_max, picked, out=picked)  # per sample, so large scores do not cancel
+                picked += np.log(row_sum, out=row_sum)
+                return float(picked.sum(dtype=np.float64) / n)
+        shifted = scores - scores.max(axis=-1, keepdims=True)
+        log_p = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
         if targets.ndim == 1:
-            if targets.shape[0] != n:
-                _check_targets(scores, targets, self.name)
-            picked = p[np.arange(n), targets]
-            return float(-np.log(np.maximum(picked, tiny)).sum() / n)
+            _check_targets(scores, targets, self.name)
+            _check_label_range(scores, targets, self.name)
+            return float(-log_p[np.arange(n), targets].sum() / n)
         _check_targets(scores, targets, self.name)
-        return float(-(targets * np.log(np.maximum(p, tiny))).sum() / n)
+        return float(-(targets * log_p).sum() / n)
 
     def backward(self):
         """The gradient, written over the probabilities of the last ``forward`` (a buffer reused next step)."""
@@ -152,10 +178,10 @@ class MeanSquaredError(Loss):
 
     def forward(self, scores, targets):
         if targets.ndim == 1 and scores.ndim == 2 and scores.shape[1] > 1:
-            onehot = np.zeros_like(scores)
-            onehot[np.arange(len(targets)), targets] = 1
-            targets = onehot
-        targets = targets.reshape(scores.shape) if targets.size == scores.size else targets
+            targets = _onehot(scores, targets, self.name)
+        elif targets.ndim == 1 and scores.ndim == 2:  # one output column: the targets are its values
+            _check_targets(scores[:, 0], targets, self.name)
+            targets = targets[:, None]
         _check_targets(scores, targets, self.name)
         self.diff = scores - targets
         return float(0.5 * np.sum(self.diff**2) / scores.shape[0])
@@ -180,11 +206,10 @@ class SigmoidBinaryCrossEntropy(Loss):
         t = targets.astype(scores.dtype)
         if t.ndim == 1:
             if scores.shape[1] == 1:
+                _check_targets(scores[:, 0], t, self.name)
                 t = t[:, None]
             else:
-                onehot = np.zeros_like(scores)
-                onehot[np.arange(len(targets)), targets] = 1
-                t = onehot
+                t = _onehot(scores, targets, self.name)
         _check_targets(scores, t, self.name)
         self.t, self.n = t, scores.shape[0]
         self.probs = self.probabilities(scores)

@@ -124,7 +124,7 @@ class SoftmaxCrossEntropy(Loss):
         if scores.ndim != 2:  # not the (n, classes) this loss is for: the plain path, and its errors
             self._ws = None
             self.n, self.targets = n, targets
-            self.probs = p = self.probabilities(scores)
+            self.probs = self.probabilities(scores)
         else:
             ws = self._ws
             if ws is None or ws[1].shape[0] != n or ws[0].shape[0] != scores.shape[1] or ws[0].dtype != scores.dtype:

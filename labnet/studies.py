@@ -240,3 +240,8 @@ def labnet_sweep_end(sweep, results):
         client = MlflowClient(sweep.info["mlflow_uri"])
         for path in files:
             client.log_artifact(parent, str(path))
+        # health.histograms=true: each job's activation histograms (the book's figs. 6-10 to 6-14) on the parent too
+        for result in results:
+            label = "-".join(str(result.get("params", {}).get(k)) for k in [study.get("label")] if k) or "job"
+            for png in sorted(Path(result.get("output_dir") or ".").glob("health/activations_*.png")):
+                client.log_artifact(parent, str(png), f"activations/{result.get('job')}-{label}")

@@ -33,23 +33,13 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from labnet.config import RUN_INVARIANT_PREFIXES
 from labnet.errors import LabnetError
 
 FORMATS = ("table", "csv", "json", "markdown")
 #: final values of these metrics are shown for every run (test_accuracy only when some run has it)
 MAIN_METRICS = ("val_accuracy", "test_accuracy", "train_loss")
-#: params that never change what a run computes; kept in step with labnet.sweep.HASH_EXCLUDED_PREFIXES
-#: (not imported from there: that module imports Hydra, which would slow this command down)
-IGNORED_PARAM_PREFIXES = (
-    "tracking.",
-    "trainer.resume",
-    "trainer.progress",
-    "trainer.threads",
-    "sweep.rerun",
-    "sweep.fail_fast",
-    "sweep.replicates",
-    "plugins.",
-)
+IGNORED_PARAM_PREFIXES = RUN_INVARIANT_PREFIXES
 MAX_RESULTS = 50_000  # MLflow's upper limit for one search_runs page
 RUN_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 SWEEP_ID_RE = re.compile(r"^[0-9A-Za-z_.-]+$")

@@ -11,6 +11,19 @@ from typing import Any
 
 from labnet.errors import ConfigError
 
+#: config keys that never change what a run computes (how it is tracked, resumed, threaded, swept):
+#: left out of a job's config hash and of the params `labnet compare` shows
+RUN_INVARIANT_PREFIXES = (
+    "tracking.",
+    "trainer.resume",
+    "trainer.progress",
+    "trainer.threads",
+    "sweep.rerun",
+    "sweep.fail_fast",
+    "sweep.replicates",
+    "plugins.",
+)
+
 #: config groups that name a registered component, by component kind
 COMPONENT_GROUPS: dict[str, str] = {"optimizer": "optimizer", "loss": "loss", "dataset": "dataset"}
 

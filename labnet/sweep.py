@@ -18,6 +18,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from labnet.config import RUN_INVARIANT_PREFIXES
+
 SWEEP_ID_ENV = "LABNET_SWEEP_ID"
 SWEEP_DIR_ENV = "LABNET_SWEEP_DIR"
 RESULT_FILE = "result.json"
@@ -99,17 +101,7 @@ class SweepCallback(Callback):
 
 # -- what makes two jobs "the same" -------------------------------------------------------------
 
-#: config keys that do not change what a job computes
-HASH_EXCLUDED_PREFIXES = (
-    "tracking.",
-    "trainer.resume",
-    "trainer.progress",
-    "trainer.threads",
-    "sweep.rerun",
-    "sweep.fail_fast",
-    "sweep.replicates",
-    "plugins.",
-)
+HASH_EXCLUDED_PREFIXES = RUN_INVARIANT_PREFIXES
 
 
 def config_hash(flat: dict[str, Any]) -> str:

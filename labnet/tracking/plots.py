@@ -18,6 +18,13 @@ def pyplot():
     return plt
 
 
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    pyplot().close(fig)
+    return path
+
+
 def plot_curves(history: list[dict[str, float]], path: Path) -> Path:
     """Loss and accuracy per epoch, train and validation, side by side."""
     plt = pyplot()
@@ -32,10 +39,7 @@ def plot_curves(history: list[dict[str, float]], path: Path) -> Path:
         ax.set_ylabel(what)
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_confusion(matrix: np.ndarray, path: Path, title: str) -> Path:
@@ -51,10 +55,7 @@ def plot_confusion(matrix: np.ndarray, path: Path, title: str) -> Path:
     ax.set_xticks(range(k))
     ax.set_yticks(range(k))
     ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_objective_vs_lr(rows: list[dict[str, Any]], objective: str, path: Path) -> Path | None:
@@ -81,7 +82,4 @@ def plot_objective_vs_lr(rows: list[dict[str, Any]], objective: str, path: Path)
     ax.set_ylabel(objective)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

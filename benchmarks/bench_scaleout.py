@@ -7,7 +7,9 @@ command, as a user runs it (start-up, data loading and the sweep's end included)
 alternating between variants. The sequential sweep leaves BLAS its default threads (all cores); the parallel one
 gets cores / n_jobs threads per job from labnet (`trainer.threads`). Prints each repeat, the machine's load
 average around it (the machine may be shared: a busy one makes every ratio worse) and the median throughput
-ratio. Goal on 2 cores: >= 1.7x.
+ratio. Goal on 2 cores: >= 1.7x. It also measures how many cores two processes get at that moment (a pure-Python
+loop, one process versus two at once): ~2 on an idle 2-core machine, ~1 when other work holds a core, and no
+sweep can gain more than that.
 """
 
 from __future__ import annotations
@@ -49,6 +51,17 @@ def timed_sweep(cwd: Path, args: list[str]) -> tuple[float, float]:
     return elapsed, train
 
 
+SPIN = "import time; t = time.perf_counter(); sum(range(30_000_000)); print(time.perf_counter() - t)"
+
+
+def free_cores() -> float:
+    """How many cores two processes get right now: ~2 on an idle 2-core machine, ~1 when others hold one."""
+    one = float(subprocess.run([sys.executable, "-c", SPIN], capture_output=True, text=True).stdout)
+    procs = [subprocess.Popen([sys.executable, "-c", SPIN], stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    both = max(float(p.communicate()[0]) for p in procs)
+    return 2 * one / both
+
+
 def load() -> str:
     one, five, _ = os.getloadavg()
     return f"load {one:4.1f} (5 min {five:4.1f})"
@@ -88,6 +101,7 @@ def main() -> None:
             *args.overrides,
         ]
         parallel = [*base, "hydra/launcher=joblib", f"hydra.launcher.n_jobs={args.n_jobs}"]
+        print(f"two processes get {free_cores():.2f} cores now (the most parallel jobs can gain)", flush=True)
         print(f"{args.jobs} jobs of mnist_two_layer, {args.epochs} epochs each; warm-up...", flush=True)
         timed_sweep(cwd, [*base[:3], "optimizer.lr=0.1", "trainer.epochs=1", *tracking])
         variants = {
@@ -108,7 +122,7 @@ def main() -> None:
                     f"(training {train:5.1f} s summed over jobs)",
                     flush=True,
                 )
-            print(f"          [{before} -> {load()}]", flush=True)
+            print(f"          [{before} -> {load()}; two processes get {free_cores():.2f} cores]", flush=True)
         parallel_name = f"joblib n_jobs={args.n_jobs}"
         for name in variants:
             if name != parallel_name:

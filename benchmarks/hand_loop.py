@@ -3,7 +3,7 @@
 Everything the practical limit needs and nothing else: one flat parameter buffer and one
 flat gradient buffer (each weight a view), every activation and gradient buffer allocated
 once, ``out=`` matmuls, the fused softmax + cross-entropy gradient, minibatches gathered
-with ``np.take(..., out=)`` and an in-place optimizer step on the flat buffers. Like every
+with ``np.take(..., mode="clip", out=)`` and an in-place optimizer step on the flat buffers. Like every
 real loop (and like labnet and the PyTorch loop in this benchmark) it keeps the per-step
 training loss, here in a preallocated array; it does not count training accuracy.
 

@@ -190,13 +190,4 @@ class MnistSubset(Mnist):
                 )
             keep = np.sort(rng.choice(len(train), self.train_size, replace=False))
             train = Split(train.x[keep], train.y[keep])
-        item_shape = raw["train_images"].shape[1:]
-        input_shape = (int(np.prod(item_shape)),) if self.flatten else (1, *item_shape)
-        test = Split(raw["test_images"], raw["test_labels"])
-        return DataSplits(
-            train=self._convert(train, input_shape, dtype),
-            val=None if val is None else self._convert(val, input_shape, dtype),
-            test=self._convert(test, input_shape, dtype),
-            input_shape=input_shape,
-            num_classes=self.num_classes,
-        )
+        return self._splits(raw, train, val, dtype)

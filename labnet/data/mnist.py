@@ -94,6 +94,10 @@ class IdxImageDataset:
         raw = self.raw()
         # carve on uint8 (4x less to copy), then derive fresh float arrays: the cache stays untouched
         train, val = carve_validation(Split(raw["train_images"], raw["train_labels"]), self.val_size, rng)
+        return self._splits(raw, train, val, dtype)
+
+    def _splits(self, raw: dict[str, np.ndarray], train: Split, val: Split | None, dtype: DTypeLike) -> DataSplits:
+        """Float splits from the uint8 training/validation splits carved from ``raw`` (and its test split)."""
         test = Split(raw["test_images"], raw["test_labels"])
         item_shape = raw["train_images"].shape[1:]
         input_shape = (int(np.prod(item_shape)),) if self.flatten else (1, *item_shape)

@@ -147,8 +147,7 @@ def _runs(uri: str):
 
 
 def test_grid_sweep_on_ray_is_one_parent_with_a_finished_child_per_job(tmp_path, ray_head):
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    sweep_dir = tmp_path / "multirun"
+    # the defaults a user gets: a relative store and the default sweep folder, both in the driver's folder
     proc = labnet(
         tmp_path,
         "-m",
@@ -157,9 +156,11 @@ def test_grid_sweep_on_ray_is_one_parent_with_a_finished_child_per_job(tmp_path,
         "trainer.epochs=3",
         "optimizer=sgd,adam",
         "optimizer.lr=0.01,0.1",
-        f"tracking.uri={store}",
-        f"hydra.sweep.dir={sweep_dir}",
+        "tracking.uri=sqlite:///mlflow.db",
     )
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    (sweep_dir,) = (tmp_path / "multirun").glob("*/*")
+    assert not (ray_head["head_dir"] / "mlflow.db").exists(), "jobs wrote into a store where `ray start` ran"
     assert "Connected to Ray cluster" in proc.stderr + proc.stdout
     assert "4 jobs; 4 trained" in proc.stdout
     client, parents, children = _runs(store)

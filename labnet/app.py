@@ -43,15 +43,22 @@ def default_run_name(cfg: DictConfig) -> str:
 
 
 def thread_limit(cfg: DictConfig) -> int | None:
-    """BLAS threads for this run: ``trainer.threads``, else cores / parallel jobs in a sweep."""
+    """BLAS threads for this run: ``trainer.threads``, else the Ray task's CPUs, else cores / parallel jobs
+    (in a single tracked run, the cores but one: MLflow's process has the other)."""
     if cfg.trainer.get("threads"):
         return int(cfg.trainer.threads)
     hc = _hydra_runtime()
     n_jobs = None
     if hc is not None and in_multirun():
+        ray_cpus = OmegaConf.select(hc, "launcher.ray.remote.num_cpus", default=None)
+        if ray_cpus:  # a Ray task owns exactly the CPUs it reserved
+            return max(1, int(ray_cpus))
         n_jobs = OmegaConf.select(hc, "launcher.n_jobs", default=None)
+    cores = os.cpu_count() or 1
     if n_jobs and int(n_jobs) > 1:
-        return max(1, (os.cpu_count() or 1) // int(n_jobs))
+        return max(1, cores // int(n_jobs))
+    if OmegaConf.select(cfg, "tracking.name") == "mlflow" and cores > 1:
+        return cores - 1  # MLflow's process needs a core while it starts (2 OpenBLAS threads beside it: 2x slower)
     return None
 
 
@@ -82,6 +89,7 @@ def run_experiment(cfg: DictConfig, manager=None, resume_run: dict | None = None
             f"not loaded: {broken.error}",
             file=sys.stderr,
         )
+    manager.call("labnet_configure", cfg=cfg)
     registry = Registry(manager)
     hc = _hydra_runtime()
     output_dir = Path(hc.runtime.output_dir) if hc is not None else Path.cwd()

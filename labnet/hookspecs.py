@@ -63,6 +63,17 @@ def labnet_config_dirs() -> list[str]:
 
 
 @hookspec
+def labnet_configure(cfg) -> None:
+    """Called once per run as soon as its config is composed, before its data are loaded.
+
+    A plugin starts here the slow work it will need later, so that it overlaps with
+    loading the data (the MLflow tracker starts the process that imports MLflow).
+
+    :param cfg: the composed config (an OmegaConf ``DictConfig``).
+    """
+
+
+@hookspec
 def labnet_run_start(run, cfg, model) -> None:
     """Called once before the first epoch, after the model is built.
 

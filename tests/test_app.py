@@ -388,3 +388,31 @@ def test_early_stopping(tmp_path):
     assert int(load_npz(folder / "checkpoint.npz")["epoch"]) == epochs
     best_epoch = json.loads(str(load_npz(folder / "checkpoint.npz")["run"]))["best_epoch"]
     assert epochs - best_epoch == 3
+
+
+@pytest.mark.parametrize(
+    ("threads", "launcher", "expected"),
+    [
+        (3, {"n_jobs": 2}, 3),  # trainer.threads wins
+        (None, {"n_jobs": 2}, max(1, (os.cpu_count() or 1) // 2)),  # joblib: cores / parallel jobs
+        (None, {"ray": {"remote": {"num_cpus": 3}}}, 3),  # Ray: the CPUs the task reserved
+        (None, {}, None),  # basic launcher, no tracking: BLAS decides
+    ],
+)
+def test_blas_threads_fit_the_launcher(monkeypatch, threads, launcher, expected):
+    import labnet.app as app
+    from omegaconf import OmegaConf
+
+    monkeypatch.setattr(app, "_hydra_runtime", lambda: OmegaConf.create({"launcher": launcher}))
+    monkeypatch.setattr(app, "in_multirun", lambda: True)
+    assert app.thread_limit(OmegaConf.create({"trainer": {"threads": threads}, "tracking": {"name": "none"}})) == expected
+
+
+def test_a_tracked_run_leaves_a_core_to_the_mlflow_process(monkeypatch):
+    import labnet.app as app
+    from omegaconf import OmegaConf
+
+    monkeypatch.setattr(app, "_hydra_runtime", lambda: None)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    cfg = OmegaConf.create({"trainer": {"threads": None}, "tracking": {"name": "mlflow"}})
+    assert app.thread_limit(cfg) == 7

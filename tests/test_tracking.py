@@ -184,3 +184,58 @@ def test_interrupted_run_is_killed_in_mlflow(tmp_path, store):
     _, runs = runs_of(store)
     assert len(runs) == 1 and runs[0].info.status == "KILLED"
     assert "SIGINT" in runs[0].data.tags["labnet.error"]
+
+
+def test_killed_training_process_leaves_its_run_killed_not_running(tmp_path, store):
+    """SIGKILL gives labnet no chance to end its run; MLflow's process sees its input end and ends it KILLED."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "labnet", "trainer.epochs=100000", f"tracking.uri={store}"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    client, deadline = MlflowClient(store), time.time() + 120
+    run = None
+    while time.time() < deadline and run is None:
+        exp = client.get_experiment_by_name("spiral")
+        found = client.search_runs([exp.experiment_id]) if exp else []
+        if found and client.get_metric_history(found[0].info.run_id, "val_accuracy"):
+            run = found[0]
+        time.sleep(0.2)
+    assert run is not None, "the run never logged an epoch"
+    proc.kill()
+    proc.wait()
+    while time.time() < deadline and client.get_run(run.info.run_id).info.status == "RUNNING":
+        time.sleep(0.2)
+    ended = client.get_run(run.info.run_id)
+    assert ended.info.status == "KILLED"
+    assert "ended before its run" in ended.data.tags["labnet.error"]
+    assert client.get_metric_history(run.info.run_id, "val_accuracy"), "what was logged is kept"
+
+
+def test_metrics_queued_while_mlflow_starts_go_out_as_one_batch_in_order():
+    import queue
+
+    from labnet.tracking.mlflow_process import coalesced
+
+    messages: queue.Queue = queue.Queue()
+    sent = [
+        {"op": "start"},
+        {"op": "metrics", "items": [["a", 1, 1]]},
+        {"op": "metrics", "items": [["a", 2, 2]], "pictures": {"dir": "x"}},
+        {"op": "metrics", "items": [["test_a", 3, 2]]},
+        {"op": "finish"},
+        {"op": "metrics", "items": [["a", 4, 1]]},
+        None,
+    ]
+    for message in sent:
+        messages.put(message)
+    assert list(coalesced(messages)) == [
+        {"op": "start"},
+        {"op": "metrics", "items": [["a", 1, 1], ["a", 2, 2], ["test_a", 3, 2]], "pictures": {"dir": "x"}},
+        {"op": "finish"},
+        {"op": "metrics", "items": [["a", 4, 1]]},
+    ]

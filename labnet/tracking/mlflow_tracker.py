@@ -1,23 +1,22 @@
 """MLflow tracking, a built-in lifecycle plugin like any other (``tracking=none`` blocks it).
 
-Every MLflow call of a run happens on one background thread, fed through a queue:
-importing MLflow, creating the run and logging cost training nothing but a queue put
-per epoch, and metrics go out in one ``log_batch`` per epoch. In a sweep, the store,
-the experiment and the parent run are created in the launching process
-(``labnet_sweep_start``) before any job starts; jobs attach to the parent through
-the environment.
+Every MLflow call of a run happens in a process of its own (``mlflow_process``): importing
+MLflow and opening the store take seconds of CPU that, on a thread, would hold the GIL the
+training loop needs. The training process only writes one JSON line per epoch to it and, at
+the run's end, waits for the last metrics, pictures and files. In a sweep, the store, the
+experiment and the parent run are created in the launching process (``labnet_sweep_start``)
+before any job starts; jobs attach to the parent through the environment.
 """
 
 from __future__ import annotations
 
-import logging
+import atexit
+import json
 import os
 import queue
-import shutil
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -29,14 +28,23 @@ from labnet.errors import TrackingError
 
 PARENT_RUN_ENV = "LABNET_MLFLOW_PARENT_RUN_ID"
 EXPERIMENT_ENV = "LABNET_MLFLOW_EXPERIMENT_ID"
-MAX_PARAMS_PER_BATCH = 100
-MAX_METRICS_PER_BATCH = 1000
 MAX_PARAM_LENGTH = 6000
-PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
+
+
+def absolute_store_uri(uri: str) -> str:
+    """A relative ``sqlite:///file`` made absolute, so jobs running in other folders (Ray) find the same store."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri[len(prefix) :].startswith("/"):
+        return prefix + str(Path(uri[len(prefix) :]).expanduser().resolve())
+    return uri
 
 
 def explicit_uri(tracking_cfg) -> str | None:
-    return tracking_cfg.get("uri") or os.environ.get("MLFLOW_TRACKING_URI") or None
+    """``tracking.uri``, else ``MLFLOW_TRACKING_URI``; inside a sweep the store its parent run lives in."""
+    if os.environ.get(PARENT_RUN_ENV) and os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    uri = tracking_cfg.get("uri") or os.environ.get("MLFLOW_TRACKING_URI") or None
+    return absolute_store_uri(uri) if uri else None
 
 
 def check_reachable(uri: str | None) -> None:
@@ -61,14 +69,6 @@ def check_reachable(uri: str | None) -> None:
             )
 
 
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
-
-
 def param_entries(flat: dict[str, Any]) -> tuple[list[tuple[str, str]], list[str]]:
     """Config entries as MLflow params (strings within MLflow's length limit) and the truncated keys."""
     entries, truncated = [], []
@@ -81,37 +81,61 @@ def param_entries(flat: dict[str, Any]) -> tuple[list[tuple[str, str]], list[str
     return entries, truncated
 
 
-class _Worker:
-    """One thread running queued MLflow calls in order; the first error stops the rest."""
+class TrackingProcess:
+    """The MLflow process (``mlflow_process``) of this labnet process: started by its first tracked run and
+    reused by the next ones (the jobs a sweep runs in one process), so MLflow is imported once."""
+
+    _current: TrackingProcess | None = None
+
+    @classmethod
+    def get(cls) -> TrackingProcess:
+        if cls._current is None or cls._current.proc.poll() is not None:
+            cls._current = cls()
+        return cls._current
 
     def __init__(self) -> None:
-        self.queue: queue.Queue = queue.Queue()
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._loop, name="labnet-mlflow", daemon=True)
-        self.thread.start()
+        root = str(Path(__file__).resolve().parents[2])  # the labnet this process runs, installed or not
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
+            "OPENBLAS_NUM_THREADS": "1",  # it draws pictures and copies files; the cores are the training's
+            "OMP_NUM_THREADS": "1",
+        }
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "labnet.tracking.mlflow_process"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            text=True,
+            bufsize=1,
+        )
+        self.replies: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, name="labnet-mlflow-replies", daemon=True).start()
+        atexit.register(self.close)
 
-    def submit(self, fn, *args) -> None:
-        self.queue.put((fn, args))
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.replies.put(json.loads(line))
+        self.replies.put({"op": "error", "message": f"the MLflow process exited (code {self.proc.wait()})"})
+        self.replies.put({"op": "finished"})
 
-    def _loop(self) -> None:
-        while True:
-            item = self.queue.get()
-            if item is None:
-                return
-            if self.error is None:
-                fn, args = item
-                try:
-                    fn(*args)
-                except BaseException as err:  # kept and reported by the run's end
-                    self.error = err
+    def send(self, op: str, **fields: Any) -> None:
+        try:
+            self.proc.stdin.write(json.dumps({"op": op, **fields}, default=float) + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError, ValueError):
+            pass  # the reader reports the process's exit
 
     def close(self) -> None:
-        self.queue.put(None)
-        self.thread.join()
+        """No more runs: the process exits on its own (every run's end was already waited for)."""
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
 
 
 class MlflowRun:
-    """The MLflow side of one labnet run."""
+    """The MLflow side of one labnet run, as seen from the training process: messages to the MLflow process."""
 
     def __init__(self, run, cfg) -> None:
         self.run, self.cfg = run, cfg
@@ -120,6 +144,8 @@ class MlflowRun:
         if self.on_error not in ("fail", "warn"):
             raise TrackingError(f"tracking.on_error={self.on_error!r}: accepted are fail, warn")
         self.log_every = int(self.tracking.get("log_every") or 0)
+        self.error: str | None = None
+        self._confusion: dict[str, Any] | None = None  # of the final model, computed once
         uri = explicit_uri(self.tracking)
         try:
             check_reachable(uri)
@@ -127,143 +153,84 @@ class MlflowRun:
             if self.on_error == "fail":
                 raise
             print(f"labnet: warning: {err}; training without MLflow", file=sys.stderr)
-            self.worker = None
+            self.process = None
             return
-        self.client = self.run_id = None
-        self.worker = _Worker()
-        self.worker.submit(self._start, uri)
+        self.process = TrackingProcess.get()
+        self.process.send("start", **self._start_message(uri))
 
-    # -- on the worker thread ---------------------------------------------------------------
-    def _start(self, uri: str | None) -> None:
-        import mlflow
-        from mlflow.entities import Param, RunTag
-        from mlflow.tracking import MlflowClient
-
+    def _start_message(self, uri: str | None) -> dict[str, Any]:
         from labnet.config import flatten_config
         from labnet.sweep import current_sweep_id
 
-        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        if uri:
-            mlflow.set_tracking_uri(uri)
-        self.uri = mlflow.get_tracking_uri()
-        self.client = client = MlflowClient(self.uri)
-        experiment_id = os.environ.get(EXPERIMENT_ENV) or _experiment_id(client, experiment_name(self.cfg))
         hc = self.run.info.get("hydra")
+        plugins = ", ".join(self.run.info["manager"].distributions())
         tags = {
             "labnet.version": __version__,
             "labnet.objective": self.run.objective_metric,
-            "labnet.plugins": ", ".join(self.run.info["manager"].distributions()),
+            "labnet.plugins": plugins,
             "labnet.output_dir": str(self.run.output_dir.resolve()),
+            "labnet.config_hash": self.run.info.get("config_hash", ""),
         }
         if hc is not None:
             tags["labnet.overrides"] = " ".join(hc.overrides.task)
-        commit = git_commit()
-        if commit:
-            tags["mlflow.source.git.commit"] = commit
         if current_sweep_id():
             tags["labnet.sweep_id"] = current_sweep_id()
         if os.environ.get(PARENT_RUN_ENV):
             tags["mlflow.parentRunId"] = os.environ[PARENT_RUN_ENV]
-        tags["labnet.config_hash"] = self.run.info.get("config_hash", "")
-        resumed = self.run.info.get("resume_run")
-        if resumed:  # an interrupted job of this sweep continues in its own run
-            self.run_id = resumed["run_id"]
-            client.update_run(self.run_id, status="RUNNING")
-            client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
-            self.run.info["mlflow_run_id"] = self.run_id
-            self._prepare_end()
-            return
-        mlrun = client.create_run(experiment_id, run_name=self.run.name, tags=tags)
-        self.run_id = mlrun.info.run_id
-        self.run.info["mlflow_run_id"] = self.run_id
         params, truncated = param_entries(flatten_config(self.cfg))
-        params.append(("labnet.plugins", tags["labnet.plugins"]))
-        for i in range(0, len(params), MAX_PARAMS_PER_BATCH):
-            chunk = [Param(k, v) for k, v in params[i : i + MAX_PARAMS_PER_BATCH]]
-            client.log_batch(self.run_id, params=chunk)
-        if truncated:
-            client.log_batch(self.run_id, tags=[RunTag("labnet.truncated_params", ", ".join(truncated))])
-        self._prepare_end()
+        params.append(("labnet.plugins", plugins))
+        resumed = self.run.info.get("resume_run")
+        return {
+            "uri": uri,
+            "experiment_id": os.environ.get(EXPERIMENT_ENV),
+            "experiment_name": experiment_name(self.cfg),
+            "run_name": self.run.name,
+            "tags": tags,
+            "params": params,
+            "truncated": truncated,
+            "resume_run_id": resumed["run_id"] if resumed else None,
+        }
 
-    def _prepare_end(self) -> None:
-        """Import now, while training runs, what the run's end needs."""
-        import mlflow.pyfunc  # noqa: F401
+    def _collect(self, until: str | None = None) -> None:
+        """Take the MLflow process's answers: all that arrived, or (``until``) up to that one."""
+        while True:
+            try:
+                reply = self.process.replies.get(block=until is not None)
+            except queue.Empty:
+                return
+            if reply["op"] == "started":
+                self.run.info["mlflow_run_id"] = reply["run_id"]
+            elif reply["op"] == "error" and self.error is None:
+                self.error = reply["message"]
+            if reply["op"] == until:
+                return
 
-        from labnet.tracking import plots
-
-        plots.pyplot()
-
-    def _log_metrics(self, items: list[tuple[str, float, int]]) -> None:
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        metrics = [Metric(k, float(v), now, int(step)) for k, v, step in items]
-        for i in range(0, len(metrics), MAX_METRICS_PER_BATCH):
-            self.client.log_batch(self.run_id, metrics=metrics[i : i + MAX_METRICS_PER_BATCH])
-
-    def _finish(self, status: str, error: str | None, artifacts: dict[str, Any]) -> None:
-        import mlflow.pyfunc
-
-        client, run_id = self.client, self.run_id
-        out = Path(artifacts["dir"])
-        (out / "config.yaml").write_text(OmegaConf.to_yaml(self.cfg, resolve=True))
-        (out / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(artifacts["overrides"])))
-        from labnet.tracking import plots
-
-        files = [out / "config.yaml", out / "overrides.yaml"]
-        if self.run.history:
-            files.append(plots.plot_curves(self.run.history, out / "curves.png"))
-        if artifacts.get("confusion") is not None:
-            matrix, split = artifacts["confusion"]
-            files.append(plots.plot_confusion(matrix, out / "confusion_matrix.png", f"confusion matrix ({split})"))
-        if artifacts.get("weights"):
-            files.append(Path(artifacts["weights"]))
-        for path in files:
-            client.log_artifact(run_id, str(path))
-        for path in artifacts["extra"]:  # files plugins listed in run.info["artifacts"], kept in their subfolder
-            client.log_artifact(run_id, str(path), path.parent.name if path.parent != out else None)
-        if artifacts.get("log_model") and artifacts.get("weights") and artifacts.get("spec"):
-            # save_model + log_artifacts: the same pyfunc model as log_model, at a fraction of the cost
-            model_dir = out / "mlflow_model"
-            if model_dir.exists():
-                shutil.rmtree(model_dir)
-            # inputs vary in shape and dtype, so no signature: say nothing about not inferring one
-            logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)
-            mlflow.pyfunc.save_model(
-                str(model_dir),
-                python_model=str(PYFUNC_CODE),
-                artifacts={"weights": str(artifacts["weights"]), "spec": str(artifacts["spec"])},
-                pip_requirements=[f"labnet=={__version__}"],
-            )
-            client.log_artifacts(run_id, str(model_dir), "model")
-        if error:
-            client.set_tag(run_id, "labnet.error", error[:5000])
-        client.set_terminated(run_id, status=status)
-
-    # -- on the training thread -------------------------------------------------------------
-    def epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
-        if self.worker is None:
+    def epoch_end(self, epoch: int, metrics: dict[str, float], model) -> None:
+        if self.process is None:
             return
+        self._collect()
         self._raise_if_failed()
         items = [(k, v, epoch) for k, v in metrics.items() if isinstance(v, (int, float))]
         if self.log_every:
             steps, losses = self.run.step_numbers, self.run.step_losses
             keep = steps % self.log_every == 0
-            items += [("train_loss_step", v, s) for s, v in zip(steps[keep], losses[keep], strict=True)]
-        self.worker.submit(self._log_metrics, items)
+            items += [("train_loss_step", float(v), int(s)) for s, v in zip(steps[keep], losses[keep], strict=True)]
+        last = epoch >= int(self.cfg.trainer.get("epochs") or 0)  # no more training: draw its pictures now
+        pictures = self._pictures(model, [*self.run.history, metrics]) if last else None
+        self.process.send("metrics", items=items, pictures=pictures)
 
     def end(self, status: str, metrics: dict[str, float], model, error) -> None:
-        if self.worker is None:
+        if self.process is None:
             self._keep_locally()
             return
         final = [(k, v, self.run.epoch) for k, v in metrics.items() if k.startswith(("test_", "best_"))]
-        self.worker.submit(self._log_metrics, final)
-        self.worker.submit(self._finish, status, str(error) if error else None, self._artifacts(model))
-        self.worker.close()
-        if self.worker.error is not None:
+        self.process.send("metrics", items=final)
+        self.process.send("finish", status=status, error=str(error) if error else None, **self._artifacts(model))
+        self._collect(until="finished")
+        if self.error is not None:
             self._keep_locally()
             message = (
-                f"MLflow tracking failed ({type(self.worker.error).__name__}: {self.worker.error}); "
+                f"MLflow tracking failed ({self.error}); "
                 f"the run's metrics are kept in {self.run.output_dir / 'metrics.json'}"
             )
             if self.on_error == "fail" and status == "FINISHED":
@@ -271,48 +238,55 @@ class MlflowRun:
             print(f"labnet: warning: {message}", file=sys.stderr)
 
     def _raise_if_failed(self) -> None:
-        if self.worker.error is not None and self.on_error == "fail":
+        if self.error is not None and self.on_error == "fail":
             self._keep_locally()
             raise TrackingError(
-                f"MLflow tracking failed: {type(self.worker.error).__name__}: {self.worker.error}; "
+                f"MLflow tracking failed: {self.error}; "
                 f"metrics so far are kept in {self.run.output_dir / 'metrics.json'} and the last checkpoint in "
                 f"{self.run.output_dir / 'checkpoint.npz'}; use tracking.on_error=warn to train on without MLflow"
             )
 
     def _keep_locally(self) -> None:
-        import json
-
         self.run.output_dir.mkdir(parents=True, exist_ok=True)
         (self.run.output_dir / "metrics.json").write_text(json.dumps(self.run.history, indent=1))
 
-    def _artifacts(self, model) -> dict[str, Any]:
-        import json
-
-        from labnet.build import model_spec
+    def _pictures(self, model, history: list[dict[str, float]]) -> dict[str, Any]:
+        """What the run's pictures show: its history and the confusion matrix of its final model."""
         from labnet.train.metrics import confusion_matrix, labels_of, predicted_labels
 
-        info, out = self.run.info, self.run.output_dir
-        data, loss = info.get("data"), info.get("loss")
-        confusion = None
-        if data is not None and model is not None and data.num_classes > 1:
+        data = self.run.info.get("data")
+        if self._confusion is None and data is not None and model is not None and data.num_classes > 1:
             split_name, split = next(
                 ((n, s) for n, s in (("test", data.test), ("val", data.val), ("train", data.train)) if s is not None)
             )
-            predicted = predicted_labels(model.predict(split.x))
-            confusion = (confusion_matrix(labels_of(split.y), predicted, data.num_classes), split_name)
-        spec_path = None
-        if model is not None and loss is not None:
+            matrix = confusion_matrix(labels_of(split.y), predicted_labels(model.predict(split.x)), data.num_classes)
+            self._confusion = {"matrix": matrix.tolist(), "split": split_name}
+        return {"dir": str(self.run.output_dir), "curves": history, "confusion": self._confusion}
+
+    def _artifacts(self, model) -> dict[str, Any]:
+        """The files the run's end logs, written here; the pictures are drawn by the MLflow process."""
+        from labnet.build import model_spec
+
+        info, out = self.run.info, self.run.output_dir
+        hc, loss = info.get("hydra"), info.get("loss")
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(OmegaConf.to_yaml(self.cfg, resolve=True))
+        overrides = list(hc.overrides.task) if hc is not None else []
+        (out / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(overrides)))
+        files = [out / "config.yaml", out / "overrides.yaml"]
+        weights = info.get("weights_path")
+        if weights:
+            files.append(Path(weights))
+        logged_model = None
+        if model is not None and loss is not None and weights and self.tracking.get("log_model", True):
             spec_path = out / "model_spec.json"
             spec_path.write_text(json.dumps({**model_spec(model), "loss": loss.name}, default=str))
-        hc = info.get("hydra")
+            logged_model = {"weights": str(weights), "spec": str(spec_path)}
         return {
-            "dir": out,
-            "overrides": list(hc.overrides.task) if hc is not None else [],
-            "weights": info.get("weights_path"),
-            "spec": spec_path,
-            "confusion": confusion,
-            "log_model": bool(self.tracking.get("log_model", True)),
-            "extra": [Path(p) for p in info.get("artifacts", [])],
+            "files": [str(f) for f in files],
+            "pictures": self._pictures(model, self.run.history),
+            "model": logged_model,
+            "extra": [str(p) for p in info.get("artifacts", [])],
         }
 
 
@@ -320,17 +294,13 @@ def experiment_name(cfg) -> str:
     return cfg.tracking.get("experiment") or cfg.dataset.name
 
 
-def _experiment_id(client, name: str) -> str:
-    found = client.get_experiment_by_name(name)
-    if found is not None:
-        return found.experiment_id
-    try:
-        return client.create_experiment(name)
-    except Exception:  # created meanwhile by a parallel job
-        return client.get_experiment_by_name(name).experiment_id
-
-
 # -- hooks --------------------------------------------------------------------------------------
+
+
+@hookimpl
+def labnet_configure(cfg):
+    if cfg.tracking.name == "mlflow":  # MLflow imports and opens its store while the data load
+        TrackingProcess.get().send("open", uri=explicit_uri(cfg.tracking))
 
 
 @hookimpl
@@ -341,10 +311,10 @@ def labnet_run_start(run, cfg, model):
 
 
 @hookimpl(trylast=True)
-def labnet_epoch_end(run, epoch, metrics):
+def labnet_epoch_end(run, epoch, metrics, model):
     tracker = run.info.get("mlflow")
     if tracker is not None:
-        tracker.epoch_end(epoch, metrics)
+        tracker.epoch_end(epoch, metrics, model)
 
 
 @hookimpl(trylast=True)

@@ -18,9 +18,12 @@ def pyplot():
     return plt
 
 
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+def _save(fig, path: Path, tight: bool = True) -> Path:
+    """Save and close; every run draws two pictures at its end, so those have fixed margins (tight_layout
+    and PNG compression would double what they cost)."""
+    if tight:
+        fig.tight_layout()
+    fig.savefig(path, dpi=100, pil_kwargs={"compress_level": 1})
     pyplot().close(fig)
     return path
 
@@ -29,7 +32,7 @@ def plot_curves(history: list[dict[str, float]], path: Path) -> Path:
     """Loss and accuracy per epoch, train and validation, side by side."""
     plt = pyplot()
     epochs = np.arange(1, len(history) + 1)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), gridspec_kw=dict(left=0.07, right=0.98, bottom=0.12, top=0.97))
     for ax, what in zip(axes, ("loss", "accuracy"), strict=True):
         for split in ("train", "val"):
             values = [h.get(f"{split}_{what}") for h in history]
@@ -39,23 +42,27 @@ def plot_curves(history: list[dict[str, float]], path: Path) -> Path:
         ax.set_ylabel(what)
         ax.grid(alpha=0.3)
         ax.legend()
-    return _save(fig, path)
+    return _save(fig, path, tight=False)
 
 
 def plot_confusion(matrix: np.ndarray, path: Path, title: str) -> Path:
     plt = pyplot()
     k = matrix.shape[0]
-    fig, ax = plt.subplots(figsize=(1.2 + 0.5 * k, 1 + 0.5 * k))
+    width, height = 1.2 + 0.5 * max(k, 6), 1 + 0.5 * max(k, 6)  # room for the title however few the classes
+    margins = dict(left=0.9 / width, right=0.98, bottom=0.7 / height, top=1 - 0.35 / height)
+    fig, ax = plt.subplots(figsize=(width, height), gridspec_kw=margins)
     ax.imshow(matrix, cmap="Blues")
+    dark = matrix.max() / 2
     for i in range(k):
         for j in range(k):
-            ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7)
+            color = "white" if matrix[i, j] > dark else "black"
+            ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7, color=color)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_xticks(range(k))
     ax.set_yticks(range(k))
     ax.set_title(title)
-    return _save(fig, path)
+    return _save(fig, path, tight=False)
 
 
 def plot_objective_vs_lr(rows: list[dict[str, Any]], objective: str, path: Path) -> Path | None:

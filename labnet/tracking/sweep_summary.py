@@ -15,7 +15,8 @@ from omegaconf import OmegaConf
 
 from labnet import __version__
 from labnet.sweep import PRIOR_RUNS_FILE
-from labnet.tracking.mlflow_tracker import EXPERIMENT_ENV, PARENT_RUN_ENV, _experiment_id, experiment_name
+from labnet.tracking.mlflow_process import find_or_create_experiment
+from labnet.tracking.mlflow_tracker import EXPERIMENT_ENV, PARENT_RUN_ENV, absolute_store_uri, experiment_name
 
 
 def start_parent_run(sweep) -> None:
@@ -26,9 +27,9 @@ def start_parent_run(sweep) -> None:
     uri = sweep.cfg.tracking.get("uri") or os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         mlflow.set_tracking_uri(uri)
-    uri = mlflow.get_tracking_uri()
+    uri = absolute_store_uri(mlflow.get_tracking_uri())
     client = MlflowClient(uri)
-    experiment_id = _experiment_id(client, experiment_name(sweep.cfg))
+    experiment_id = find_or_create_experiment(client, experiment_name(sweep.cfg))
     overrides = sorted(OmegaConf.select(sweep.cfg, "hydra.overrides.task", default=[]) or [])
     sweep_key = hashlib.sha256(json.dumps([experiment_id, overrides]).encode()).hexdigest()[:16]
     rerun_all = OmegaConf.select(sweep.cfg, "sweep.rerun", default="missing") == "all"

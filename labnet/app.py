@@ -42,9 +42,9 @@ def default_run_name(cfg: DictConfig) -> str:
     return "-".join(parts)
 
 
-def thread_limit(cfg: DictConfig) -> int | None:
-    """BLAS threads for this run: ``trainer.threads``, else the Ray task's CPUs, else cores / parallel jobs
-    (in a single tracked run, the cores but one: MLflow's process has the other)."""
+def thread_limit(cfg: DictConfig) -> int:
+    """BLAS threads for this run: ``trainer.threads``, else the Ray task's CPUs, else cores / parallel jobs,
+    else (a single run) all cores but one."""
     if cfg.trainer.get("threads"):
         return int(cfg.trainer.threads)
     hc = _hydra_runtime()
@@ -57,9 +57,9 @@ def thread_limit(cfg: DictConfig) -> int | None:
     cores = os.cpu_count() or 1
     if n_jobs and int(n_jobs) > 1:
         return max(1, cores // int(n_jobs))
-    if OmegaConf.select(cfg, "tracking.name") == "mlflow" and cores > 1:
-        return cores - 1  # MLflow's process needs a core while it starts (2 OpenBLAS threads beside it: 2x slower)
-    return None
+    # one core stays free (for MLflow's process, the OS, your editor): OpenBLAS threads that do not own their
+    # cores wait for each other, and a 2-thread run beside one busy process took 2-30x longer here
+    return max(1, cores - 1)
 
 
 def trainer_config(cfg: DictConfig) -> TrainerConfig:

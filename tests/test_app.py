@@ -396,23 +396,26 @@ def test_early_stopping(tmp_path):
         (3, {"n_jobs": 2}, 3),  # trainer.threads wins
         (None, {"n_jobs": 2}, max(1, (os.cpu_count() or 1) // 2)),  # joblib: cores / parallel jobs
         (None, {"ray": {"remote": {"num_cpus": 3}}}, 3),  # Ray: the CPUs the task reserved
-        (None, {}, None),  # basic launcher, no tracking: BLAS decides
+        (None, {}, max(1, (os.cpu_count() or 1) - 1)),  # basic launcher: one core stays free
     ],
 )
 def test_blas_threads_fit_the_launcher(monkeypatch, threads, launcher, expected):
-    import labnet.app as app
     from omegaconf import OmegaConf
+
+    import labnet.app as app
 
     monkeypatch.setattr(app, "_hydra_runtime", lambda: OmegaConf.create({"launcher": launcher}))
     monkeypatch.setattr(app, "in_multirun", lambda: True)
-    assert app.thread_limit(OmegaConf.create({"trainer": {"threads": threads}, "tracking": {"name": "none"}})) == expected
+    assert app.thread_limit(OmegaConf.create({"trainer": {"threads": threads}})) == expected
 
 
-def test_a_tracked_run_leaves_a_core_to_the_mlflow_process(monkeypatch):
-    import labnet.app as app
+def test_a_single_run_leaves_a_core_free(monkeypatch):
     from omegaconf import OmegaConf
 
+    import labnet.app as app
+
     monkeypatch.setattr(app, "_hydra_runtime", lambda: None)
-    monkeypatch.setattr(os, "cpu_count", lambda: 8)
-    cfg = OmegaConf.create({"trainer": {"threads": None}, "tracking": {"name": "mlflow"}})
-    assert app.thread_limit(cfg) == 7
+    cfg = OmegaConf.create({"trainer": {"threads": None}})
+    for cores, threads in ((8, 7), (2, 1), (1, 1)):
+        monkeypatch.setattr(os, "cpu_count", lambda cores=cores: cores)
+        assert app.thread_limit(cfg) == threads

@@ -116,5 +116,7 @@ def labnet_sweep_start(sweep) -> None:
 def labnet_sweep_end(sweep, results) -> None:
     """Called in the launching process after the last job of a multirun ended.
 
-    :param results: one dict per job: its overrides, status and objective.
+    :param results: one dict per job: its overrides, status and objective, read from the
+        jobs' ``result.json``; the MLflow tracker (called first) adds, in place, the jobs
+        whose file stayed on another machine, from their MLflow runs.
     """

@@ -239,3 +239,36 @@ def test_metrics_queued_while_mlflow_starts_go_out_as_one_batch_in_order():
         {"op": "finish"},
         {"op": "metrics", "items": [["a", 4, 1]]},
     ]
+
+
+def test_sweep_summary_reads_jobs_from_mlflow_when_their_files_are_elsewhere(tmp_path, store):
+    """Ray jobs on machines without a shared disk leave result.json where they ran: the parent's
+    summary and the sweep's report come from the child runs in MLflow instead."""
+    proc = labnet(
+        tmp_path,
+        "-m",
+        "trainer.epochs=2",
+        "optimizer=sgd,adam",
+        f"tracking.uri={store}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        "hydra.sweep.subdir=../elsewhere/${hydra.job.num}",  # outside the sweep folder the driver reads
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert not list((tmp_path / "sweep").glob("*/result.json"))
+    assert len(list(tmp_path.glob("elsewhere/*/result.json"))) == 2
+    assert "2 jobs; 2 trained" in proc.stdout
+    client, runs = runs_of(store)
+    (parent,) = [r for r in runs if r.data.tags.get("labnet.role") == "sweep"]
+    children = {r.data.tags["labnet.job"]: r for r in runs if r.data.tags.get("mlflow.parentRunId")}
+    assert sorted(children) == ["0", "1"]
+    best = max(c.data.metrics["best_val_accuracy"] for c in children.values())
+    assert parent.data.metrics["best_val_accuracy"] == pytest.approx(best)
+    summary = Path(client.download_artifacts(parent.info.run_id, "summary.csv", str(tmp_path)))
+    import csv
+
+    rows = list(csv.DictReader(summary.open()))
+    assert [(r["job"], r["optimizer.name"], r["run_id"]) for r in rows] == [
+        (job, children[job].data.params["optimizer.name"], children[job].info.run_id) for job in ("0", "1")
+    ]
+    for row in rows:
+        assert float(row["objective"]) == pytest.approx(children[row["job"]].data.metrics["best_val_accuracy"])

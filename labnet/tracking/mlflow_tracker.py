@@ -175,6 +175,8 @@ class MlflowRun:
             tags["labnet.overrides"] = " ".join(hc.overrides.task)
         if current_sweep_id():
             tags["labnet.sweep_id"] = current_sweep_id()
+            if hc is not None:
+                tags["labnet.job"] = str(hc.job.num)
         if os.environ.get(PARENT_RUN_ENV):
             tags["mlflow.parentRunId"] = os.environ[PARENT_RUN_ENV]
         params, truncated = param_entries(flatten_config(self.cfg))
@@ -332,7 +334,7 @@ def labnet_sweep_start(sweep):
         start_parent_run(sweep)
 
 
-@hookimpl
+@hookimpl(tryfirst=True)  # completes `results` for the other hooks
 def labnet_sweep_end(sweep, results):
     from labnet.tracking.sweep_summary import finish_parent_run
 

@@ -157,8 +157,56 @@ def replicate_groups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(out, key=lambda r: -r["objective"] if r["objective"] == r["objective"] else float("inf"))
 
 
+def _param_value(text: str) -> Any:
+    """A param as logged (a string) back to the value it was in the config."""
+    import yaml
+
+    if text == "None":
+        return None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def results_from_mlflow(client, sweep, known: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The jobs of this sweep whose result.json is not on this machine (Ray on machines without a shared
+    disk keep it where the job ran), read back from their MLflow runs."""
+    seen = {r.get("run_id") for r in known}
+    runs = client.search_runs(
+        [sweep.info["mlflow_experiment_id"]],
+        filter_string=f"tags.mlflow.parentRunId = '{sweep.info['mlflow_parent_run_id']}' "
+        f"and tags.`labnet.sweep_id` = '{sweep.id}'",
+        max_results=50000,
+    )
+    found = []
+    for run in runs:
+        if run.info.run_id in seen:
+            continue
+        tags, metrics = run.data.tags, run.data.metrics
+        objective = tags.get("labnet.objective", "objective")
+        found.append(
+            {
+                "job": int(tags.get("labnet.job", -1)),
+                "overrides": tags.get("labnet.overrides", "").split(),
+                "status": run.info.status,
+                "error": tags.get("labnet.error"),
+                "objective_metric": objective,
+                "objective": metrics.get(f"best_{objective}", float("nan")),
+                "metrics": dict(metrics),
+                "params": {k: _param_value(v) for k, v in run.data.params.items() if k != "labnet.plugins"},
+                "run_id": run.info.run_id,
+                "output_dir": tags.get("labnet.output_dir"),
+            }
+        )
+    return found
+
+
 def finish_parent_run(sweep, results: list[dict[str, Any]]) -> None:
-    """Log the summary table and the objective-vs-lr plot on the parent run and end it."""
+    """Log the summary table and the objective-vs-lr plot on the parent run and end it.
+
+    Jobs missing from ``results`` (their result.json is on another machine) are added to it, in place,
+    from their MLflow runs, so the sweep's report counts them too."""
     from mlflow.tracking import MlflowClient
 
     from labnet.tracking.plots import plot_objective_vs_lr
@@ -166,6 +214,8 @@ def finish_parent_run(sweep, results: list[dict[str, Any]]) -> None:
     client = MlflowClient(sweep.info["mlflow_uri"])
     parent = sweep.info["mlflow_parent_run_id"]
     atexit.unregister(_end_interrupted_parent)
+    results.extend(results_from_mlflow(client, sweep, results))
+    results.sort(key=lambda r: r.get("job", 0))
     rows, _ = summary_rows(results)
     grouped = replicate_groups(rows)
     objective = next((r.get("objective_metric") for r in results if r.get("objective_metric")), "objective")

@@ -162,17 +162,22 @@ def test_unreachable_server_with_on_error_warn_trains_and_keeps_metrics(tmp_path
     assert [len(kept)] == [3] and "val_accuracy" in kept[-1]
 
 
-def test_interrupted_run_is_killed_in_mlflow(tmp_path, store):
+def endless_run(cwd: Path, store: str) -> subprocess.Popen:
+    """A spiral run that trains until it is stopped, tracked into ``store``."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("MLFLOW_TRACKING_URI", None)
-    proc = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-m", "labnet", "trainer.epochs=100000", f"tracking.uri={store}"],
-        cwd=tmp_path,
+        cwd=cwd,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def test_interrupted_run_is_killed_in_mlflow(tmp_path, store):
+    proc = endless_run(tmp_path, store)
     deadline = time.time() + 120
     while not list(tmp_path.glob("outputs/*/*/checkpoint.npz")) and time.time() < deadline:
         time.sleep(0.2)
@@ -188,15 +193,7 @@ def test_interrupted_run_is_killed_in_mlflow(tmp_path, store):
 
 def test_killed_training_process_leaves_its_run_killed_not_running(tmp_path, store):
     """SIGKILL gives labnet no chance to end its run; MLflow's process sees its input end and ends it KILLED."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "labnet", "trainer.epochs=100000", f"tracking.uri={store}"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = endless_run(tmp_path, store)
     client, deadline = MlflowClient(store), time.time() + 120
     run = None
     while time.time() < deadline and run is None:
@@ -207,7 +204,7 @@ def test_killed_training_process_leaves_its_run_killed_not_running(tmp_path, sto
         time.sleep(0.2)
     assert run is not None, "the run never logged an epoch"
     proc.kill()
-    proc.wait()
+    proc.communicate()
     while time.time() < deadline and client.get_run(run.info.run_id).info.status == "RUNNING":
         time.sleep(0.2)
     ended = client.get_run(run.info.run_id)

@@ -81,6 +81,14 @@ def _blocked_plugins(argv: list[str]) -> list[str]:
     return []
 
 
+#: Hydra plugins labnet's configs build on, and how to get them
+HYDRA_PLUGIN_EXTRAS = {
+    "hydra/launcher/ray": ("Ray launcher (hydra-ray-launcher)", "pip install 'labnet[ray]'"),
+    "hydra/launcher/joblib": ("joblib launcher (hydra-joblib-launcher)", "pip install hydra-joblib-launcher"),
+    "hydra/sweeper/optuna": ("Optuna sweeper (hydra-optuna-sweeper)", "pip install hydra-optuna-sweeper"),
+}
+
+
 def explain(err: BaseException, argv: list[str]) -> tuple[str, int]:
     """A user-facing message and exit code for an exception that ended the app."""
     from labnet.errors import LabnetError
@@ -97,6 +105,11 @@ def explain(err: BaseException, argv: list[str]) -> tuple[str, int]:
         match = re.search(r"Could not override '([^']+)'", text)
         if match and "." in match.group(1):
             return _unknown_key_message(match.group(1), argv) or text, 2
+        plugin = re.search(r"Could not load '(hydra/(?:launcher|sweeper)/\w+)'", text)
+        if plugin and plugin.group(1) in HYDRA_PLUGIN_EXTRAS:
+            package, install = HYDRA_PLUGIN_EXTRAS[plugin.group(1)]
+            text = text.split("\nConfig search path:")[0].strip()
+            return f"{text}: Hydra's {package} is not installed here; install it with: {install}", 2
         missing = re.search(r"Could not find '([^/']+)/([^']+)'", text)
         if missing:
             listed = re.search(r"Available options in '[^']+':\n((?:\t.*\n?)+)", text)

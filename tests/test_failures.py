@@ -529,3 +529,18 @@ def test_blocking_a_clashing_plugin_lets_the_run_go_on(tmp_path):
     )
     assert proc.returncode == 0, show(proc)
     assert result_of(tmp_path / "run")["status"] == "FINISHED"
+
+
+def test_missing_hydra_plugin_says_which_extra_to_install():
+    """hydra/launcher=labnet_ray without Ray: Hydra only says it could not load its config."""
+    from hydra.errors import HydraException
+
+    from labnet.__main__ import explain
+
+    err = HydraException(
+        "In 'hydra/launcher/labnet_ray': Could not load 'hydra/launcher/ray'.\nConfig search path:\n\tprovider=hydra"
+    )
+    message, code = explain(err, ["-m", "hydra/launcher=labnet_ray"])
+    assert code == 2
+    assert "hydra-ray-launcher" in message and "pip install 'labnet[ray]'" in message
+    assert "search path" not in message

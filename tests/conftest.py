@@ -1,8 +1,16 @@
-"""Shared fixtures: the data folder for every test, and a fresh plugin manager per test."""
+"""Shared fixtures: the data folder for every test, a fresh plugin manager per test, and pip-installing
+the test plugin packages under tests/plugins/ as a user would (into a folder put on ``sys.path``)."""
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
+import shutil
+import subprocess
+import sys
+from contextlib import contextmanager
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -30,3 +38,49 @@ def pm():
     from labnet.plugins import get_plugin_manager
 
     return get_plugin_manager()
+
+
+PLUGIN_SOURCES = Path(__file__).resolve().parent / "plugins"
+
+
+def _builds_without_isolation() -> bool:
+    """setuptools is importable and can build a wheel (before 70.1 that needs the `wheel` package)."""
+    if importlib.util.find_spec("setuptools") is None:
+        return False
+    major, minor = (int(x) for x in metadata.version("setuptools").split(".")[:2])
+    return (major, minor) >= (70, 1) or importlib.util.find_spec("wheel") is not None
+
+
+@contextmanager
+def installed(packages: list[str], workdir: Path):
+    """pip-install ``packages`` (folders under tests/plugins) for this interpreter; remove them on exit."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    target = workdir / "site-packages"
+    copies = []
+    for package in packages:  # build from copies: no build/ or *.egg-info left in the repository
+        copies.append(workdir / package)
+        shutil.copytree(PLUGIN_SOURCES / package, copies[-1], ignore=shutil.ignore_patterns("build", "*.egg-info"))
+    cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "--disable-pip-version-check", "-q"]
+    if _builds_without_isolation():
+        cmd += ["--no-build-isolation", "--no-index"]
+    cmd += ["--target", str(target), *map(str, copies)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    if result.returncode != 0:
+        pytest.fail(f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}")
+    modules = {p.name for p in target.iterdir() if p.is_dir() and not p.name.endswith((".dist-info", ".egg-info"))}
+    sys.path.insert(0, str(target))
+    importlib.invalidate_caches()
+    try:
+        yield target
+    finally:
+        sys.path.remove(str(target))
+        for name in [m for m in sys.modules if m.split(".")[0] in modules]:
+            del sys.modules[name]
+        importlib.invalidate_caches()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def install_test_plugins():
+    """``installed(packages, workdir)``: a context manager installing test plugin packages for its duration."""
+    return installed

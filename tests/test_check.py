@@ -5,15 +5,10 @@ exit code says whether anything failed."""
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
-from contextlib import contextmanager
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +23,6 @@ from labnet.nn.optimizers import SGD, Optimizer
 from labnet.plugins import Provider, get_plugin_manager, get_registry
 
 REPO = Path(__file__).resolve().parents[1]
-PLUGIN_SOURCES = Path(__file__).resolve().parent / "plugins"
 
 BUILTINS = {
     "layer": ["affine", "relu", "sigmoid", "tanh", "softmax", "dropout", "batchnorm", "identity"],
@@ -47,46 +41,10 @@ CHECKS = {
 # --------------------------------------------------------------------------- installing labnet-badgrad
 
 
-def _builds_without_isolation() -> bool:
-    if importlib.util.find_spec("setuptools") is None:
-        return False
-    major, minor = (int(x) for x in metadata.version("setuptools").split(".")[:2])
-    return (major, minor) >= (70, 1) or importlib.util.find_spec("wheel") is not None
-
-
-@contextmanager
-def installed(packages: list[str], workdir: Path):
-    """pip-install ``packages`` (folders under tests/plugins) into ``workdir`` and put it on sys.path."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    target = workdir / "site-packages"
-    copies = []
-    for package in packages:  # build from copies: no build/ or *.egg-info left in the repository
-        copies.append(workdir / package)
-        shutil.copytree(PLUGIN_SOURCES / package, copies[-1], ignore=shutil.ignore_patterns("build", "*.egg-info"))
-    cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "--disable-pip-version-check", "-q"]
-    if _builds_without_isolation():
-        cmd += ["--no-build-isolation", "--no-index"]
-    cmd += ["--target", str(target), *map(str, copies)]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    if result.returncode != 0:
-        pytest.fail(f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}")
-    modules = {p.name for p in target.iterdir() if p.is_dir() and not p.name.endswith((".dist-info", ".egg-info"))}
-    sys.path.insert(0, str(target))
-    importlib.invalidate_caches()
-    try:
-        yield target
-    finally:
-        sys.path.remove(str(target))
-        for name in [m for m in sys.modules if m.split(".")[0] in modules]:
-            del sys.modules[name]
-        importlib.invalidate_caches()
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
-def badgrad(tmp_path_factory):
+def badgrad(tmp_path_factory, install_test_plugins):
     """labnet-badgrad installed for this module; yields its site-packages folder."""
-    with installed(["labnet-badgrad"], tmp_path_factory.mktemp("badgrad")) as target:
+    with install_test_plugins(["labnet-badgrad"], tmp_path_factory.mktemp("badgrad")) as target:
         yield target
 
 

@@ -16,11 +16,9 @@ import importlib.util
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import types
-from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
@@ -36,7 +34,6 @@ from labnet.nn.model import Sequential
 from labnet.plugins import DEFAULT_PLUGINS, Provider, Registry, get_plugin_manager, get_registry
 
 REPO = Path(__file__).resolve().parents[1]
-PLUGIN_SOURCES = Path(__file__).resolve().parent / "plugins"
 
 BUILTINS = {
     "layer": ["affine", "relu", "sigmoid", "tanh", "softmax", "dropout", "batchnorm", "identity"],
@@ -44,6 +41,9 @@ BUILTINS = {
     "optimizer": ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"],
     "dataset": ["spiral", "logic_gates", "mnist", "fashion_mnist"],
 }
+
+
+PLUGIN_SOURCES = Path(__file__).resolve().parent / "plugins"
 
 
 def project_version(package: str) -> str:
@@ -57,47 +57,11 @@ TESTPLUGIN_VERSION = project_version("labnet-testplugin")
 # --------------------------------------------------------------------------- installing the packages
 
 
-def _builds_without_isolation() -> bool:
-    """setuptools is importable and can build a wheel (before 70.1 that needs the `wheel` package)."""
-    if importlib.util.find_spec("setuptools") is None:
-        return False
-    major, minor = (int(x) for x in metadata.version("setuptools").split(".")[:2])
-    return (major, minor) >= (70, 1) or importlib.util.find_spec("wheel") is not None
-
-
-@contextmanager
-def installed(packages: list[str], workdir: Path):
-    """pip-install ``packages`` (folders under tests/plugins) for this interpreter; remove them on exit."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    target = workdir / "site-packages"
-    copies = []
-    for package in packages:  # build from copies: no build/ or *.egg-info left in the repository
-        copies.append(workdir / package)
-        shutil.copytree(PLUGIN_SOURCES / package, copies[-1], ignore=shutil.ignore_patterns("build", "*.egg-info"))
-    cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "--disable-pip-version-check", "-q"]
-    if _builds_without_isolation():
-        cmd += ["--no-build-isolation", "--no-index"]
-    cmd += ["--target", str(target), *map(str, copies)]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    if result.returncode != 0:
-        pytest.fail(f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}")
-    modules = {p.name for p in target.iterdir() if p.is_dir() and not p.name.endswith((".dist-info", ".egg-info"))}
-    sys.path.insert(0, str(target))
-    importlib.invalidate_caches()
-    try:
-        yield target
-    finally:
-        sys.path.remove(str(target))
-        for name in [m for m in sys.modules if m.split(".")[0] in modules]:
-            del sys.modules[name]
-        importlib.invalidate_caches()
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
 @pytest.fixture(scope="session")
-def installed_plugins(tmp_path_factory):
+def installed_plugins(tmp_path_factory, install_test_plugins):
     """labnet-testplugin and labnet-brokenplugin installed for the whole session; yields their folder."""
-    with installed(["labnet-testplugin", "labnet-brokenplugin"], tmp_path_factory.mktemp("plugins")) as target:
+    packages = ["labnet-testplugin", "labnet-brokenplugin"]
+    with install_test_plugins(packages, tmp_path_factory.mktemp("plugins")) as target:
         yield target
 
 
@@ -290,8 +254,8 @@ def test_a_component_without_a_name_is_refused(pm):
 # --------------------------------------------------------------------------- clashes
 
 
-def test_a_name_clash_names_both_distributions(tmp_path):
-    with installed(["labnet-clashplugin"], tmp_path / "clash"):
+def test_a_name_clash_names_both_distributions(tmp_path, install_test_plugins):
+    with install_test_plugins(["labnet-clashplugin"], tmp_path / "clash"):
         manager = get_plugin_manager()
         assert manager.pm.has_plugin("clashplugin")
         with pytest.raises(PluginError) as info:

@@ -72,16 +72,20 @@ class ReLU(Layer):
 
     def __init__(self) -> None:
         super().__init__()
-        self._out = self._dx = self.mask = None
+        self._out = self._dx = self.mask = self._zeros = None
 
     def forward(self, x, train=True):
         out = self._out
         if out is None or out.shape != x.shape or out.dtype != x.dtype:
             out = self._out = self.workspace("out", x.shape, x.dtype)
             self._mask = self.workspace("mask", x.shape, np.bool_)
+            # max(x, 0) against an array of zeros, not the scalar 0: NumPy's SIMD loop for maximum only
+            # takes two arrays, and the scalar loop is ~3x slower (~15 us of a 128x100 batch)
+            self._zeros = self.workspace("zeros", x.shape, x.dtype)
+            self._zeros.fill(0)
         # the mask is only needed for backward: evaluation skips it (backward then derives it from the output)
         self.mask = np.greater(x, 0, out=self._mask) if train else None
-        self.out = np.maximum(x, 0, out=out)
+        self.out = np.maximum(x, self._zeros, out=out)
         return out
 
     def backward(self, dout):

@@ -25,7 +25,7 @@ class Affine(Layer):
         if int(units) <= 0:
             raise ConfigError(f"affine units={units!r}: must be a positive integer")
         self.units, self.init, self.input_size = int(units), init, input_size
-        self._out = self._dx = None  # the current workspace buffers, checked by shape instead of looked up
+        self._out = self._dx = self._ones = None  # the current workspace buffers, checked by shape, not looked up
 
     def output_shape(self, input_shape):
         if len(input_shape) != 1:
@@ -56,7 +56,12 @@ class Affine(Layer):
     def backward(self, dout):
         grads = self.grads
         np.matmul(self.x.T, dout, out=grads["W"])
-        np.add.reduce(dout, axis=0, out=grads["b"])  # np.sum without its Python wrapper
+        ones = self._ones
+        if ones is None or ones.shape[0] != dout.shape[0] or ones.dtype != dout.dtype:
+            ones = self._ones = self.workspace("ones", dout.shape[:1], dout.dtype)
+            ones.fill(1)
+        # the column sums as one BLAS gemv, ones @ dout: ~2x faster than np.add.reduce along axis 0
+        np.matmul(ones, dout, out=grads["b"])
         if not self.needs_input_grad:
             return None
         dx = self._dx

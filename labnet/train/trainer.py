@@ -247,7 +247,8 @@ class Trainer:
                 labels_all.take(idx, out=lab, mode="clip")
             scores = forward(x, True)
             if argmax:
-                correct += count_nonzero(np.equal(np.argmax(scores, axis=1, out=p), lab, out=h))
+                # the ndarray method, not np.argmax: no Python wrapper per step
+                correct += count_nonzero(np.equal(scores.argmax(1, out=p), lab, out=h))
             else:
                 correct += count_nonzero(predicted_labels(scores) == lab)
             value = loss_forward(scores, y)

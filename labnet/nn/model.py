@@ -67,6 +67,7 @@ class Sequential:
             self.params[f"{i}.{k}"], self.grads[f"{i}.{k}"] = p, g
             self._grad_views.append((layer.grads, k, g))
             offset += size
+        self._decay_buf = np.empty(self.n_decayed, self.dtype)
 
     # -- computation -------------------------------------------------------------------
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
@@ -83,9 +84,9 @@ class Sequential:
             if g is not view:  # a layer that rebinds its grads (the book's style) still works
                 view[...] = g
                 grads[key] = view
-        if self.weight_decay:
+        if self.weight_decay:  # grads += wd * W over the weight matrices, through a kept buffer
             n = self.n_decayed
-            self.flat_grads[:n] += self.weight_decay * self.flat_params[:n]
+            self.flat_grads[:n] += np.multiply(self.flat_params[:n], self.weight_decay, out=self._decay_buf)
 
     def regularization_loss(self) -> float:
         if not self.weight_decay:

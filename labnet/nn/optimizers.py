@@ -36,8 +36,9 @@ class Optimizer:
         self.t += 1
         for key, p in params.items():
             g = grads[key]
-            if self.weight_decay:
-                g = np.add(g, self.weight_decay * p, out=self._buffer("wd", key, p))
+            if self.weight_decay:  # g + weight_decay * p, in a kept buffer: no temporary per step
+                decayed = np.multiply(p, self.weight_decay, out=self._buffer("wd", key, p))
+                g = np.add(decayed, g, out=decayed)
             self.update(key, p, g)
 
     def update(self, key: str, p: np.ndarray, g: np.ndarray) -> None:

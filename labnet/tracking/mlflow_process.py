@@ -283,7 +283,6 @@ def main() -> None:
     # sends the run's end, which this process must still be alive to log.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    os.nice(10)  # the training comes first wherever the two compete for a core
     # answers go to the original stdout; anything MLflow prints goes to stderr with its logs
     answer = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)

@@ -17,6 +17,7 @@ import queue
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from labnet.errors import TrackingError
 PARENT_RUN_ENV = "LABNET_MLFLOW_PARENT_RUN_ID"
 EXPERIMENT_ENV = "LABNET_MLFLOW_EXPERIMENT_ID"
 MAX_PARAM_LENGTH = 6000
+INTERRUPTED_RUN_WAIT = 20.0  # seconds an interrupted run waits for MLflow to log its end
 
 
 def absolute_store_uri(uri: str) -> str:
@@ -193,19 +195,22 @@ class MlflowRun:
             "resume_run_id": resumed["run_id"] if resumed else None,
         }
 
-    def _collect(self, until: str | None = None) -> None:
-        """Take the MLflow process's answers: all that arrived, or (``until``) up to that one."""
+    def _collect(self, until: str | None = None, timeout: float | None = None) -> bool:
+        """Take the MLflow process's answers: all that arrived, or (``until``) up to that one, waiting at most
+        ``timeout`` seconds for it; False if it did not come."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             try:
-                reply = self.process.replies.get(block=until is not None)
+                wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+                reply = self.process.replies.get(block=until is not None, timeout=wait)
             except queue.Empty:
-                return
+                return until is None
             if reply["op"] == "started":
                 self.run.info["mlflow_run_id"] = reply["run_id"]
             elif reply["op"] == "error" and self.error is None:
                 self.error = reply["message"]
             if reply["op"] == until:
-                return
+                return True
 
     def epoch_end(self, epoch: int, metrics: dict[str, float], model) -> None:
         if self.process is None:
@@ -228,7 +233,17 @@ class MlflowRun:
         final = [(k, v, self.run.epoch) for k, v in metrics.items() if k.startswith(("test_", "best_"))]
         self.process.send("metrics", items=final)
         self.process.send("finish", status=status, error=str(error) if error else None, **self._artifacts(model))
-        self._collect(until="finished")
+        # an interrupted run ends now even when MLflow lags behind (a slow or vanished server)
+        timeout = INTERRUPTED_RUN_WAIT if status == "KILLED" else None
+        if not self._collect(until="finished", timeout=timeout):
+            self._keep_locally()
+            print(
+                f"labnet: warning: MLflow is still logging this run after {timeout:.0f} s; its process "
+                f"(pid {self.process.proc.pid}) goes on in the background and marks the run KILLED; the metrics "
+                f"are also kept in {self.run.output_dir / 'metrics.json'}",
+                file=sys.stderr,
+            )
+            return
         if self.error is not None:
             self._keep_locally()
             message = (

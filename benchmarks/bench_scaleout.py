@@ -3,13 +3,13 @@
     python benchmarks/bench_scaleout.py [--repeats 3] [--epochs 2] [--n-jobs 2] [--tracking none|mlflow] [overrides ...]
 
 Each variant is the whole `python -m labnet -m +experiment=mnist_two_layer trainer.epochs=E optimizer.lr=...`
-command, as a user runs it (start-up, data loading and the sweep's end included), in a fresh process,
-alternating between variants. The sequential sweep leaves BLAS its default threads (all cores); the parallel one
-gets cores / n_jobs threads per job from labnet (`trainer.threads`). Prints each repeat, the machine's load
-average around it (the machine may be shared: a busy one makes every ratio worse) and the median throughput
+command, as a user runs it (start-up, data loading and the sweep's end included), in a fresh process, alternating
+between variants. The sequential sweep runs with labnet's default BLAS threads (all cores but one) and with one
+thread per core; the parallel one gets cores / n_jobs threads per job from labnet. Prints each repeat, the machine's
+load average around it (the machine may be shared: a busy one makes every ratio worse) and the median throughput
 ratio. Goal on 2 cores: >= 1.7x. It also measures how many cores two processes get at that moment (a pure-Python
-loop, one process versus two at once): ~2 on an idle 2-core machine, ~1 when other work holds a core, and no
-sweep can gain more than that.
+loop, one process versus two at once): ~2 on an idle 2-core machine, ~1 when other work holds a core, and no sweep
+can gain more than that.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def main() -> None:
     parser.add_argument(
         "--skip-default-threads",
         action="store_true",
-        help="leave out the sequential sweep with BLAS's default threads (slow on a busy machine)",
+        help="leave out the sequential sweep with a BLAS thread per core (slow on a busy machine)",
     )
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
@@ -104,13 +104,14 @@ def main() -> None:
         print(f"two processes get {free_cores():.2f} cores now (the most parallel jobs can gain)", flush=True)
         print(f"{args.jobs} jobs of mnist_two_layer, {args.epochs} epochs each; warm-up...", flush=True)
         timed_sweep(cwd, [*base[:3], "optimizer.lr=0.1", "trainer.epochs=1", *tracking])
+        cores = os.cpu_count() or 1
         variants = {
-            "sequential": base,
-            "sequential, 1 BLAS thread": [*base, "trainer.threads=1"],
+            f"sequential, all {cores} cores": [*base, f"trainer.threads={cores}"],
+            "sequential (default threads)": base,
             f"joblib n_jobs={args.n_jobs}": parallel,
         }
         if args.skip_default_threads:
-            del variants["sequential"]
+            del variants[f"sequential, all {cores} cores"]
         times: dict[str, list[float]] = {name: [] for name in variants}
         for i in range(args.repeats):
             before = load()

@@ -101,15 +101,17 @@ def run_labnet(ctx, net, epochs, seed):
     _, acc = evaluate(model, loss, data.test, config.eval_batch_size)
     # the full evaluation the book does each epoch (every training and test sample), best of a few passes,
     # and the one labnet's trainer does each epoch (the validation split; train metrics come from the steps)
-    full, val = [], []
+    full, val, held_out = [], [], []
     for _ in range(ctx["eval_repeats"]):
         t = time.perf_counter()
         evaluate(model, loss, data.val, config.eval_batch_size)
         t_val = time.perf_counter()
-        for split in (data.train, data.test):
-            evaluate(model, loss, split, config.eval_batch_size)
+        evaluate(model, loss, data.test, config.eval_batch_size)
+        t_test = time.perf_counter()
+        evaluate(model, loss, data.train, config.eval_batch_size)
         full.append(time.perf_counter() - t)
         val.append(t_val - t)
+        held_out.append(t_test - t)
     return {
         "steps": run.step,
         "seconds": seconds,
@@ -117,6 +119,7 @@ def run_labnet(ctx, net, epochs, seed):
         "accuracy": acc,
         "eval_seconds": min(full),
         "val_seconds": min(val),
+        "held_out_seconds": min(held_out),
     }
 
 
@@ -186,12 +189,16 @@ def bench_net(ctx, name, args, torch_cls):
     epoch_seconds = statistics.median(x["seconds"] / epochs for x in results["labnet"])
     eval_seconds = statistics.median(x["eval_seconds"] for x in results["labnet"])
     val_seconds = statistics.median(x["val_seconds"] for x in results["labnet"])
+    held_out_seconds = statistics.median(x["held_out_seconds"] for x in results["labnet"])
     summary["eval"] = eval_seconds / epoch_seconds
+    summary["monitor"] = held_out_seconds / epoch_seconds
     n_eval = len(data.train) + len(data.val) + len(data.test)
     print(
         f"  evaluation of {n_eval:,} samples (train+val+test): {eval_seconds:.3f} s = "
         f"{summary['eval']:.1%} of a labnet training epoch ({epoch_seconds:.3f} s); "
-        f"the trainer's own per-epoch evaluation ({len(data.val):,} val samples): {val_seconds / epoch_seconds:.1%}"
+        f"the trainer's own per-epoch evaluation ({len(data.val):,} val samples): {val_seconds / epoch_seconds:.1%}; "
+        f"with trainer.eval_test ({len(data.val) + len(data.test):,} val+test samples evaluated, the "
+        f"{len(data.train):,} train samples measured by the steps themselves): {summary['monitor']:.1%}"
     )
     return summary
 
@@ -210,6 +217,10 @@ def print_targets(summaries: list[dict], peak_mb: float | None) -> None:
         dacc = f"{s['dacc'] * 100:+.2f}"
         print(f"  {mark(abs(s['dacc']) <= 0.003)} {s['net']}: test accuracy labnet - hand {dacc} points, within 0.3")
         print(f"  {mark(s['eval'] < 0.10)} {s['net']}: evaluation of 70,000 samples {s['eval']:.1%} < 10% of an epoch")
+        print(
+            f"  {mark(s['monitor'] < 0.10)} {s['net']}: per-epoch metrics of all 70,000 samples with "
+            f"trainer.eval_test (train from the steps, val+test evaluated) {s['monitor']:.1%} < 10% of an epoch"
+        )
     if peak_mb is not None:
         print(f"  {mark(peak_mb < 600)} peak RSS of the app {peak_mb:.0f} MB < 600 MB")
 

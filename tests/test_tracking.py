@@ -269,3 +269,16 @@ def test_sweep_summary_reads_jobs_from_mlflow_when_their_files_are_elsewhere(tmp
     ]
     for row in rows:
         assert float(row["objective"]) == pytest.approx(children[row["job"]].data.metrics["best_val_accuracy"])
+
+
+def test_eval_test_logs_the_test_split_every_epoch_once(tmp_path, store):
+    """trainer.eval_test gives the book's per-epoch train/test curves: one test point per epoch, none twice."""
+    args = ["+experiment=mnist_two_layer", "trainer.epochs=3", "trainer.eval_test=true", f"tracking.uri={store}"]
+    proc = labnet(tmp_path, *args)
+    assert proc.returncode == 0, proc.stderr
+    client, (run,) = runs_of(store, "mnist")
+    history = client.get_metric_history(run.info.run_id, "test_accuracy")
+    assert [m.step for m in history] == [1, 2, 3]
+    result = json.loads(next(tmp_path.glob("outputs/*/*/result.json")).read_text())
+    assert [h["test_accuracy"] for h in result["history"]] == pytest.approx([m.value for m in history])
+    assert result["metrics"]["test_accuracy"] == pytest.approx(history[-1].value)

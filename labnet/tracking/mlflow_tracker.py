@@ -230,7 +230,10 @@ class MlflowRun:
         if self.process is None:
             self._keep_locally()
             return
-        final = [(k, v, self.run.epoch) for k, v in metrics.items() if k.startswith(("test_", "best_"))]
+        logged = self.run.history[-1] if self.run.history else {}  # (test_* too, with trainer.eval_test)
+        final = [
+            (k, v, self.run.epoch) for k, v in metrics.items() if k.startswith(("test_", "best_")) and k not in logged
+        ]
         self.process.send("metrics", items=final)
         self.process.send("finish", status=status, error=str(error) if error else None, **self._artifacts(model))
         # an interrupted run ends now even when MLflow lags behind (a slow or vanished server)

@@ -29,12 +29,12 @@ def _save(fig, path: Path, tight: bool = True) -> Path:
 
 
 def plot_curves(history: list[dict[str, float]], path: Path) -> Path:
-    """Loss and accuracy per epoch, train and validation, side by side."""
+    """Loss and accuracy per epoch, train, validation and (``trainer.eval_test``) test, side by side."""
     plt = pyplot()
     epochs = np.arange(1, len(history) + 1)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), gridspec_kw=dict(left=0.07, right=0.98, bottom=0.12, top=0.97))
     for ax, what in zip(axes, ("loss", "accuracy"), strict=True):
-        for split in ("train", "val"):
+        for split in ("train", "val", "test"):
             values = [h.get(f"{split}_{what}") for h in history]
             if any(v is not None for v in values):
                 ax.plot(epochs, [np.nan if v is None else v for v in values], label=split)

@@ -63,10 +63,15 @@ class TrainerConfig:
     patience: int | None = None
     objective: str = "val_accuracy"
     eval_batch_size: int = 10_000
+    #: also evaluate the test split each epoch (the book's train/test accuracy curves); costs a forward pass
+    eval_test: bool = False
     checkpoint_every: int = 1
     progress: bool = True
 
     def __post_init__(self) -> None:
+        for key in ("eval_test", "progress"):
+            if not isinstance(getattr(self, key), bool):
+                raise ConfigError(f"trainer.{key}={getattr(self, key)!r}: must be true or false")
         for key in ("epochs", "batch_size", "eval_batch_size", "patience", "checkpoint_every"):
             value = getattr(self, key)
             if value is None and key == "patience":
@@ -197,7 +202,7 @@ class Trainer:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         final = dict(run.history[-1]) if run.history else {}
-        if data.test is not None:
+        if data.test is not None and "test_accuracy" not in final:  # (eval_test: the last epoch measured it)
             final["test_loss"], final["test_accuracy"] = evaluate(self.model, self.loss, data.test, cfg.eval_batch_size)
         final[f"best_{run.objective_metric}"] = run.best_objective
         return final
@@ -284,6 +289,10 @@ class Trainer:
         if self.data.val is not None:
             metrics["val_loss"], metrics["val_accuracy"] = evaluate(
                 self.model, self.loss, self.data.val, cfg.eval_batch_size
+            )
+        if cfg.eval_test and self.data.test is not None:
+            metrics["test_loss"], metrics["test_accuracy"] = evaluate(
+                self.model, self.loss, self.data.test, cfg.eval_batch_size
             )
         if self.hook is not None:
             self.hook.labnet_epoch_end(run=run, epoch=epoch, metrics=metrics, model=self.model)

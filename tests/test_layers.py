@@ -495,3 +495,12 @@ def test_regularization_loss_is_half_lambda_sum_of_squared_weights():
     expected = 0.5 * lam * (np.sum(w1**2) + np.sum(w2**2))
     assert decayed.regularization_loss() == pytest.approx(expected, rel=1e-12)
     assert plain.regularization_loss() == 0.0
+
+
+def test_model_forward_trains_by_default_like_its_layers():
+    """A hand loop calling model.forward(x) then backward trains: dropout drops, predict() does not."""
+    model = build([Dropout(ratio=0.5)], (1000,))
+    x = np.ones((4, 1000))
+    assert (model.forward(x) == 0).mean() == pytest.approx(0.5, abs=0.05)
+    np.testing.assert_array_equal(model.predict(x), model.forward(x, train=False))
+    assert not (model.predict(x) == 0).any()

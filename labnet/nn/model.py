@@ -70,7 +70,9 @@ class Sequential:
         self._decay_buf = np.empty(self.n_decayed, self.dtype)
 
     # -- computation -------------------------------------------------------------------
-    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+    def forward(self, x: np.ndarray, train: bool = True) -> np.ndarray:
+        """Scores for ``x``; training mode by default, like every layer (forward then backward is training),
+        ``train=False`` or :meth:`predict` for evaluation (dropout off, batch norm's running statistics)."""
         for layer in self.layers:
             x = layer.forward(x, train)
         return x

@@ -32,6 +32,17 @@ def labnet_data_dir():
         os.environ.pop("LABNET_DATA_DIR", None)
 
 
+@pytest.fixture(scope="session")
+def builtin_components() -> dict[str, list[str]]:
+    """The components labnet itself registers, by kind."""
+    return {
+        "layer": ["affine", "relu", "sigmoid", "tanh", "softmax", "dropout", "batchnorm", "identity"],
+        "loss": ["softmax_cross_entropy", "mse", "sigmoid_binary_cross_entropy"],
+        "optimizer": ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"],
+        "dataset": ["spiral", "logic_gates", "mnist", "fashion_mnist"],
+    }
+
+
 @pytest.fixture
 def pm():
     """A fresh :class:`labnet.plugins.LabnetPluginManager` (built-ins plus installed entry points)."""

@@ -24,12 +24,6 @@ from labnet.plugins import Provider, get_plugin_manager, get_registry
 
 REPO = Path(__file__).resolve().parents[1]
 
-BUILTINS = {
-    "layer": ["affine", "relu", "sigmoid", "tanh", "softmax", "dropout", "batchnorm", "identity"],
-    "loss": ["softmax_cross_entropy", "mse", "sigmoid_binary_cross_entropy"],
-    "optimizer": ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"],
-    "dataset": ["spiral", "logic_gates", "mnist", "fashion_mnist"],
-}
 CHECKS = {
     "layer": {"gradcheck", "modes"},
     "loss": {"gradcheck (labels)", "gradcheck (one-hot)"},
@@ -70,12 +64,12 @@ def by_check(results: list[CheckResult]) -> dict[tuple[str, str], CheckResult]:
 
 
 @pytest.fixture(scope="module")
-def builtin_results():
-    names = [n for names in BUILTINS.values() for n in names]
+def builtin_results(builtin_components):
+    names = [n for names in builtin_components.values() for n in names]
     return run_checks(get_registry(get_plugin_manager()), names)
 
 
-def test_every_builtin_passes(builtin_results):
+def test_every_builtin_passes(builtin_components, builtin_results):
     seen = {(r.kind, r.component): set() for r in builtin_results}
     for r in builtin_results:
         seen[(r.kind, r.component)].add(r.check)
@@ -85,7 +79,7 @@ def test_every_builtin_passes(builtin_results):
         assert r.result == "PASS", r
         if r.check.startswith("gradcheck"):
             assert r.error is not None and r.error < 1e-6, r
-    for kind, names in BUILTINS.items():
+    for kind, names in builtin_components.items():
         for name in names:
             if name != "fashion_mnist":
                 assert seen[(kind, name)] == CHECKS[kind], (kind, name)

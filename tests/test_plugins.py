@@ -35,13 +35,6 @@ from labnet.plugins import DEFAULT_PLUGINS, Provider, Registry, get_plugin_manag
 
 REPO = Path(__file__).resolve().parents[1]
 
-BUILTINS = {
-    "layer": ["affine", "relu", "sigmoid", "tanh", "softmax", "dropout", "batchnorm", "identity"],
-    "loss": ["softmax_cross_entropy", "mse", "sigmoid_binary_cross_entropy"],
-    "optimizer": ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"],
-    "dataset": ["spiral", "logic_gates", "mnist", "fashion_mnist"],
-}
-
 
 PLUGIN_SOURCES = Path(__file__).resolve().parent / "plugins"
 
@@ -80,9 +73,9 @@ def test_the_test_plugin_is_found_through_its_entry_point(installed_plugins, pm)
     assert f"labnet=={labnet.__version__}" in pm.distributions()
 
 
-def test_builtins_are_registered_like_plugins(pm):
+def test_builtins_are_registered_like_plugins(builtin_components, pm):
     registry = get_registry(pm)
-    for kind, names in BUILTINS.items():
+    for kind, names in builtin_components.items():
         for name in names:
             provider = registry.component(kind, name).provider
             assert (provider.dist, provider.version) == ("labnet", labnet.__version__), (kind, name)
@@ -113,9 +106,9 @@ def test_the_plugins_layer_passes_gradcheck_and_trains_in_a_model(installed_plug
         np.testing.assert_allclose(a[key], b[key], rtol=1e-12)
 
 
-def test_unknown_names_list_every_available_name_with_its_provider(installed_plugins, pm):
+def test_unknown_names_list_every_available_name_with_its_provider(builtin_components, installed_plugins, pm):
     registry = get_registry(pm)
-    for kind in BUILTINS:
+    for kind in builtin_components:
         with pytest.raises(ConfigError) as info:
             registry.get(kind, "lion")
         msg = str(info.value)
@@ -125,17 +118,17 @@ def test_unknown_names_list_every_available_name_with_its_provider(installed_plu
             assert re.search(rf"\b{re.escape(component.name)} \({re.escape(dist)} {re.escape(version)}\)", msg), (
                 f"{component.name} ({dist} {version}) missing from: {msg}"
             )
-        for name in BUILTINS[kind]:
+        for name in builtin_components[kind]:
             assert re.search(rf"\b{name} \(labnet {re.escape(labnet.__version__)}\)", msg), msg
     with pytest.raises(ConfigError) as info:
         registry.get("optimizer", "lion")
     assert f"test_sgd_clone (labnet-testplugin {TESTPLUGIN_VERSION})" in str(info.value)
 
 
-def test_an_unknown_kind_lists_the_kinds(pm):
+def test_an_unknown_kind_lists_the_kinds(builtin_components, pm):
     with pytest.raises(ConfigError) as info:
         get_registry(pm).get("scheduler", "cosine")
-    for kind in BUILTINS:
+    for kind in builtin_components:
         assert kind in str(info.value)
 
 
@@ -279,7 +272,7 @@ def _run_labnet_plugins(target: Path, *args: str) -> subprocess.CompletedProcess
     )
 
 
-def test_labnet_plugins_lists_every_component_with_its_provider(installed_plugins, tmp_path):
+def test_labnet_plugins_lists_every_component_with_its_provider(builtin_components, installed_plugins, tmp_path):
     result = _run_labnet_plugins(installed_plugins)
     assert result.returncode == 0, result.stderr
     rows = [line.split() for line in result.stdout.splitlines()]
@@ -289,7 +282,7 @@ def test_labnet_plugins_lists_every_component_with_its_provider(installed_plugin
         assert len(found) == 1, f"{name!r}: expected one row in:\n{result.stdout}"
         return found[0]
 
-    for kind, names in BUILTINS.items():
+    for kind, names in builtin_components.items():
         for name in names:
             assert kind in row(name) and "labnet" in row(name), row(name)
     assert {"layer", "labnet-testplugin", TESTPLUGIN_VERSION} <= set(row("test_scale"))
@@ -298,12 +291,12 @@ def test_labnet_plugins_lists_every_component_with_its_provider(installed_plugin
     assert "labnet-brokenplugin" in output and "labnet-missing-dependency" in output, output
 
 
-def test_labnet_plugins_json(installed_plugins):
+def test_labnet_plugins_json(builtin_components, installed_plugins):
     result = _run_labnet_plugins(installed_plugins, "--json")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     listed = {(c["kind"], c["name"]): c["distribution"] for c in data["components"]}
-    for kind, names in BUILTINS.items():
+    for kind, names in builtin_components.items():
         for name in names:
             assert listed[(kind, name)] == "labnet"
     assert listed[("layer", "test_scale")] == "labnet-testplugin"

@@ -7,7 +7,7 @@ its last metrics, two pictures and a few files. The training process (``Tracking
 in ``mlflow_tracker``) writes one JSON message per line to this process's stdin and reads
 the answers from its stdout:
 
-    {"op": "start", ...}                         -> {"op": "started", "run_id": ...}
+    {"op": "start", "token": ..., ...}           -> {"op": "started", "token": ..., "run_id": ...}
     {"op": "metrics", "items": [[key, value, step], ...], "history": [...] or null}
     {"op": "finish", "status": ..., ...}         -> {"op": "finished"}
     any failure of a run                         -> {"op": "error", "message": ...}
@@ -81,12 +81,14 @@ class RunLogger:
         self.client, self.uri = None, None
         self.prepared = False
         self.run_id: str | None = None
+        self.token: str | None = None
         self.failed = False
         self.drawn: dict[str, Future] = {}  # pictures by what they show, drawn once (maybe ahead of the run's end)
         self.painter: ProcessPoolExecutor | None = None  # draws the curves beside this process
 
     def reply(self, op: str, **fields: Any) -> None:
-        self.answer.write(json.dumps({"op": op, **fields}) + "\n")
+        """An answer about the current run, with its token (a late answer is not taken for the next run's)."""
+        self.answer.write(json.dumps({"op": op, "token": self.token, **fields}) + "\n")
         self.answer.flush()
 
     def handle(self, message: dict[str, Any]) -> None:
@@ -99,7 +101,7 @@ class RunLogger:
             self.prepare()
             return
         if op == "start":
-            self.run_id, self.failed, self.drawn = None, False, {}
+            self.run_id, self.failed, self.drawn, self.token = None, False, {}, message.get("token")
         elif self.failed or self.run_id is None:
             if op == "finish":
                 self.run_id = None

@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -158,7 +159,8 @@ class MlflowRun:
             self.process = None
             return
         self.process = TrackingProcess.get()
-        self.process.send("start", **self._start_message(uri))
+        self.token = uuid.uuid4().hex
+        self.process.send("start", token=self.token, **self._start_message(uri))
 
     def _start_message(self, uri: str | None) -> dict[str, Any]:
         from labnet.config import flatten_config
@@ -205,6 +207,8 @@ class MlflowRun:
                 reply = self.process.replies.get(block=until is not None, timeout=wait)
             except queue.Empty:
                 return until is None
+            if reply.get("token") not in (None, self.token):
+                continue  # about an earlier run of this process, whose end was not waited for
             if reply["op"] == "started":
                 self.run.info["mlflow_run_id"] = reply["run_id"]
             elif reply["op"] == "error" and self.error is None:

@@ -282,3 +282,18 @@ def test_eval_test_logs_the_test_split_every_epoch_once(tmp_path, store):
     result = json.loads(next(tmp_path.glob("outputs/*/*/result.json")).read_text())
     assert [h["test_accuracy"] for h in result["history"]] == pytest.approx([m.value for m in history])
     assert result["metrics"]["test_accuracy"] == pytest.approx(history[-1].value)
+
+
+def test_confusion_matrix_picture_shades_cells_by_count(tmp_path):
+    from PIL import Image
+
+    from labnet.tracking.plots import plot_confusion
+
+    matrix = np.array([[50, 0, 1], [2, 40, 0], [0, 9, 30]])
+    image = Image.open(plot_confusion(matrix, tmp_path / "cm.png", "confusion matrix (test)")).convert("L")
+    left, top, cell = 64, 48, 44  # the layout plot_confusion draws (cells of 44 px from (64, 48))
+
+    def shade(i: int, j: int) -> int:  # brightness at a cell's corner, away from its number
+        return image.getpixel((left + j * cell + 3, top + i * cell + 3))
+
+    assert shade(0, 0) < shade(1, 1) < shade(2, 2) < shade(2, 1) < shade(1, 0) < shade(0, 1)

@@ -46,23 +46,42 @@ def plot_curves(history: list[dict[str, float]], path: Path) -> Path:
 
 
 def plot_confusion(matrix: np.ndarray, path: Path, title: str) -> Path:
-    plt = pyplot()
+    """Counts per (true, predicted) class on a blue scale, numbers in the cells.
+
+    Drawn with Pillow (which Matplotlib itself draws PNGs with), not with Matplotlib: its hundred text
+    artists made this picture take 0.16 s of every run's end, a third of what tracking costs a 5 s run."""
+    import matplotlib
+    from PIL import Image, ImageDraw, ImageFont
+
     k = matrix.shape[0]
-    width, height = 1.2 + 0.5 * max(k, 6), 1 + 0.5 * max(k, 6)  # room for the title however few the classes
-    margins = dict(left=0.9 / width, right=0.98, bottom=0.7 / height, top=1 - 0.35 / height)
-    fig, ax = plt.subplots(figsize=(width, height), gridspec_kw=margins)
-    ax.imshow(matrix, cmap="Blues")
-    dark = matrix.max() / 2
+    cell = 44 if k <= 20 else max(8, 880 // k)
+    left, top, right, bottom = 64, 48, 16, 56
+    size = (left + k * cell + right, top + k * cell + bottom)
+    image = Image.new("RGB", (max(size[0], 320), size[1]), "white")
+    draw = ImageDraw.Draw(image)
+    font_file = str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf")
+    small = ImageFont.truetype(font_file, max(6, min(12, cell // 3)))
+    label = ImageFont.truetype(font_file, 14)
+    blues = matplotlib.colormaps["Blues"]
+    peak = max(int(matrix.max()), 1)
     for i in range(k):
         for j in range(k):
-            color = "white" if matrix[i, j] > dark else "black"
-            ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7, color=color)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_xticks(range(k))
-    ax.set_yticks(range(k))
-    ax.set_title(title)
-    return _save(fig, path, tight=False)
+            x, y, share = left + j * cell, top + i * cell, float(matrix[i, j]) / peak
+            draw.rectangle((x, y, x + cell, y + cell), fill=tuple(int(255 * c) for c in blues(share)[:3]))
+            if cell >= 20:
+                middle = (x + cell / 2, y + cell / 2)
+                draw.text(middle, str(matrix[i, j]), fill="white" if share > 0.5 else "black", font=small, anchor="mm")
+    for c in range(k):
+        draw.text((left + c * cell + cell / 2, top + k * cell + 4), str(c), fill="black", font=small, anchor="mt")
+        draw.text((left - 6, top + c * cell + cell / 2), str(c), fill="black", font=small, anchor="rm")
+    middle = left + k * cell / 2
+    draw.text((middle, top + k * cell + 24), "predicted", fill="black", font=label, anchor="mt")
+    draw.text((max(middle, image.width / 2), top / 2), title, fill="black", font=label, anchor="mm")
+    word = Image.new("RGB", (60, 20), "white")
+    ImageDraw.Draw(word).text((30, 10), "true", fill="black", font=label, anchor="mm")
+    image.paste(word.rotate(90, expand=True), (8, int(top + k * cell / 2 - 30)))
+    image.save(path, compress_level=1)
+    return path
 
 
 def plot_objective_vs_lr(rows: list[dict[str, Any]], objective: str, path: Path) -> Path | None:

@@ -297,3 +297,25 @@ def test_confusion_matrix_picture_shades_cells_by_count(tmp_path):
         return image.getpixel((left + j * cell + 3, top + i * cell + 3))
 
     assert shade(0, 0) < shade(1, 1) < shade(2, 2) < shade(2, 1) < shade(1, 0) < shade(0, 1)
+
+
+def test_mlflow_process_dying_mid_run_fails_the_run_and_keeps_its_metrics(tmp_path, store):
+    proc = endless_run(tmp_path, store)
+    client, deadline = MlflowClient(store), time.time() + 120
+    logged = False
+    while time.time() < deadline and not logged:
+        exp = client.get_experiment_by_name("spiral")
+        found = client.search_runs([exp.experiment_id]) if exp else []
+        logged = bool(found and client.get_metric_history(found[0].info.run_id, "val_accuracy"))
+        time.sleep(0.2)
+    assert logged, "the run never logged an epoch"
+    children = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "mlflow_process"], capture_output=True, text=True)
+    (pid,) = children.stdout.split()
+    os.kill(int(pid), signal.SIGKILL)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err[-2000:]
+    assert "MLflow tracking failed" in err and "the MLflow process exited (code -9)" in err
+    assert "tracking.on_error=warn" in err
+    kept = json.loads(next(tmp_path.glob("outputs/*/*/metrics.json")).read_text())
+    assert kept and "val_accuracy" in kept[-1]
+    assert next(tmp_path.glob("outputs/*/*/checkpoint.npz")).is_file()

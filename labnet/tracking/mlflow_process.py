@@ -76,6 +76,17 @@ def draw(kind: str, path: str, data: Any) -> Path:
     return plots.plot_confusion(np.asarray(data["matrix"]), Path(path), f"confusion matrix ({data['split']})")
 
 
+def exit_with_parent(parent: int) -> None:
+    """In a painter: exit when this process dies (it would hold the training process's stderr open)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="labnet-painter-watch", daemon=True).start()
+
+
 class RunLogger:
     """Logs the messages of one run after another to MLflow."""
 
@@ -173,7 +184,12 @@ class RunLogger:
         gc.freeze()
         if self.painters is None and "fork" in multiprocessing.get_all_start_methods():
             # a copy of this warmed-up process, so the run's two pictures are drawn at once on two cores
-            self.painters = ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork"))
+            self.painters = ProcessPoolExecutor(
+                2,
+                mp_context=multiprocessing.get_context("fork"),
+                initializer=exit_with_parent,
+                initargs=(os.getpid(),),
+            )
             for started in [self.painters.submit(int) for _ in range(2)]:
                 started.result()
 

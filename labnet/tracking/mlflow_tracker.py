@@ -113,6 +113,7 @@ class TrackingProcess:
             bufsize=1,
         )
         self.replies: queue.Queue = queue.Queue()
+        self.exited = False
         threading.Thread(target=self._read, name="labnet-mlflow-replies", daemon=True).start()
         atexit.register(self.close)
 
@@ -120,7 +121,8 @@ class TrackingProcess:
         for line in self.proc.stdout:
             self.replies.put(json.loads(line))
         self.replies.put({"op": "error", "message": f"the MLflow process exited (code {self.proc.wait()})"})
-        self.replies.put({"op": "finished"})
+        self.exited = True  # no answer comes any more: nobody waits for one
+        self.replies.put({"op": "exited"})
 
     def send(self, op: str, **fields: Any) -> None:
         try:
@@ -204,9 +206,12 @@ class MlflowRun:
         while True:
             try:
                 wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-                reply = self.process.replies.get(block=until is not None, timeout=wait)
+                block = until is not None and not self.process.exited
+                reply = self.process.replies.get(block=block, timeout=wait if block else None)
             except queue.Empty:
-                return until is None
+                return until is None or self.process.exited
+            if reply["op"] == "exited":
+                continue  # (the error before it says so; then the queue runs dry)
             if reply.get("token") not in (None, self.token):
                 continue  # about an earlier run of this process, whose end was not waited for
             if reply["op"] == "started":

@@ -150,6 +150,7 @@ class MlflowRun:
             raise TrackingError(f"tracking.on_error={self.on_error!r}: accepted are fail, warn")
         self.log_every = int(self.tracking.get("log_every") or 0)
         self.error: str | None = None
+        self.reported = False  # the error was raised to the user, with where the metrics are kept
         self._confusion: dict[str, Any] | None = None  # of the final model, computed once
         uri = explicit_uri(self.tracking)
         try:
@@ -256,7 +257,7 @@ class MlflowRun:
                 file=sys.stderr,
             )
             return
-        if self.error is not None:
+        if self.error is not None and not self.reported:  # (an error raised at an epoch end was said there)
             self._keep_locally()
             message = (
                 f"MLflow tracking failed ({self.error}); "
@@ -269,6 +270,7 @@ class MlflowRun:
     def _raise_if_failed(self) -> None:
         if self.error is not None and self.on_error == "fail":
             self._keep_locally()
+            self.reported = True
             raise TrackingError(
                 f"MLflow tracking failed: {self.error}; "
                 f"metrics so far are kept in {self.run.output_dir / 'metrics.json'} and the last checkpoint in "

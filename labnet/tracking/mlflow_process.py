@@ -182,7 +182,7 @@ class RunLogger:
         # run's end drew its pictures (the confusion matrix took 0.36 s instead of 0.16 s): keep them out of it
         gc.collect()
         gc.freeze()
-        if self.painters is None and "fork" in multiprocessing.get_all_start_methods():
+        if "fork" in multiprocessing.get_all_start_methods():
             # a copy of this warmed-up process, so the run's two pictures are drawn at once on two cores
             self.painters = ProcessPoolExecutor(
                 2,

@@ -260,3 +260,17 @@ def _two_plain_steps_decayed(name, lam):
     opt.step(params, arrays(G1))
     opt.step(params, arrays(G2))
     return params
+
+
+def test_adam_state_dict_holds_the_books_moments():
+    """Adam keeps m/(1-b1) and v/(1-b2) internally; its saved state is the book's m and v."""
+    opt = make("adam")
+    params = arrays(P0)
+    opt.step(params, arrays(G1))
+    opt.step(params, arrays(G2))
+    state = opt.state_dict()
+    for key in P0:
+        m = [0.1 * 0.9 * a + 0.1 * b for a, b in zip(G1[key], G2[key], strict=True)]
+        v = [0.001 * 0.999 * a * a + 0.001 * b * b for a, b in zip(G1[key], G2[key], strict=True)]
+        np.testing.assert_allclose(state[f"m/{key}"], m, rtol=1e-12)
+        np.testing.assert_allclose(state[f"v/{key}"], v, rtol=1e-12)

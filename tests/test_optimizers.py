@@ -210,7 +210,7 @@ def test_loading_another_optimizers_state_names_the_slots():
     adam.step(arrays(P0), arrays(G1))
     with pytest.raises(ConfigError) as info:
         make("momentum").load_state_dict(adam.state_dict())
-    assert "'m'" in str(info.value) and "'v'" in str(info.value)
+    assert "'m_sum'" in str(info.value) and "'v'" in str(info.value)
 
 
 # --------------------------------------------------------------------------- behaviour
@@ -262,15 +262,16 @@ def _two_plain_steps_decayed(name, lam):
     return params
 
 
-def test_adam_state_dict_holds_the_books_moments():
-    """Adam keeps m/(1-b1) and v/(1-b2) internally; its saved state is the book's m and v."""
+def test_adam_state_is_the_books_moments_over_one_minus_beta():
+    """Adam saves m_sum = m/(1-b1) and v_sum = v/(1-b2), the book's m and v after two steps."""
     opt = make("adam")
     params = arrays(P0)
     opt.step(params, arrays(G1))
     opt.step(params, arrays(G2))
     state = opt.state_dict()
+    assert sorted(state) == ["m_sum/b", "m_sum/w", "t", "v_sum/b", "v_sum/w"]
     for key in P0:
         m = [0.1 * 0.9 * a + 0.1 * b for a, b in zip(G1[key], G2[key], strict=True)]
         v = [0.001 * 0.999 * a * a + 0.001 * b * b for a, b in zip(G1[key], G2[key], strict=True)]
-        np.testing.assert_allclose(state[f"m/{key}"], m, rtol=1e-12)
-        np.testing.assert_allclose(state[f"v/{key}"], v, rtol=1e-12)
+        np.testing.assert_allclose(state[f"m_sum/{key}"] * 0.1, m, rtol=1e-12)
+        np.testing.assert_allclose(state[f"v_sum/{key}"] * 0.001, v, rtol=1e-12)

@@ -169,14 +169,14 @@ class Adam(Optimizer):
     """Adam with bias correction folded into the step size, as in the book:
     m += (1-b1)(g-m);  v += (1-b2)(g²-v);  p -= lr*sqrt(1-b2^t)/(1-b1^t) * m/(sqrt(v)+1e-7)
 
-    The moments are kept divided by (1-b1) and (1-b2): m' = b1 m' + g and v' = b2 v' + g² need
-    five passes over the parameters instead of seven, and the constants move into the step size
-    and eps (ten NumPy passes a step instead of twelve: ~18% less time in Adam). ``state_dict``
-    holds the book's m and v.
+    Its state is the moments' exponentially weighted sums, m_sum = m/(1-b1) and v_sum = v/(1-b2):
+    m_sum = b1 m_sum + g and v_sum = b2 v_sum + g² take five passes over the parameters instead
+    of seven, and the constants move into the step size and eps (ten NumPy passes a step instead
+    of twelve: ~18% less time in Adam). Saved as they are, so a resumed run is bit-exact.
     """
 
     name = "adam"
-    slots = ("m", "v")
+    slots = ("m_sum", "v_sum")
     eps = 1e-7
 
     def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999, weight_decay: float = 0.0) -> None:
@@ -187,8 +187,8 @@ class Adam(Optimizer):
         self.beta1, self.beta2 = float(beta1), float(beta2)
 
     def update(self, key, p, g):
-        m, v, tmp = self.slot("m", key, p), self.slot("v", key, p), self._buffer("tmp", key, p)
-        root = math.sqrt(1.0 - self.beta2)  # sqrt(v) = root * sqrt(v')
+        m, v, tmp = self.slot("m_sum", key, p), self.slot("v_sum", key, p), self._buffer("tmp", key, p)
+        root = math.sqrt(1.0 - self.beta2)  # sqrt(v) = root * sqrt(v_sum)
         lr_t = self.lr * math.sqrt(1.0 - self.beta2**self.t) / (1.0 - self.beta1**self.t) * (1.0 - self.beta1) / root
         m *= self.beta1
         m += g
@@ -200,22 +200,6 @@ class Adam(Optimizer):
         np.divide(m, tmp, out=tmp)
         tmp *= lr_t
         p -= tmp
-
-    def _scales(self) -> dict[str, float]:
-        return {"m": 1.0 - self.beta1, "v": 1.0 - self.beta2}
-
-    def state_dict(self) -> dict[str, np.ndarray]:
-        out = super().state_dict()
-        for name, arr in out.items():
-            if name != "t":
-                arr *= self._scales()[name.partition("/")[0]]  # (copies already)
-        return out
-
-    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        super().load_state_dict(state)
-        for slot, scale in self._scales().items():
-            for arr in self.state[slot].values():
-                arr /= scale
 
 
 BUILTIN_OPTIMIZERS = [SGD, Momentum, Nesterov, AdaGrad, RMSprop, Adam]

@@ -42,24 +42,50 @@ def default_run_name(cfg: DictConfig) -> str:
     return "-".join(parts)
 
 
+def _ray_cpus() -> int | None:
+    """The CPUs the Ray task running this job reserved (None outside a Ray sweep)."""
+    hc = _hydra_runtime()
+    if hc is None or not in_multirun():
+        return None
+    cpus = OmegaConf.select(hc, "launcher.ray.remote.num_cpus", default=None)
+    return int(cpus) if cpus else None
+
+
+def parallel_jobs() -> int:
+    """Jobs running at once on this machine: the joblib launcher's ``n_jobs`` (-1 all cores, -2 all but
+    one, as joblib counts), else 1."""
+    hc = _hydra_runtime()
+    n_jobs = OmegaConf.select(hc, "launcher.n_jobs", default=None) if hc is not None and in_multirun() else None
+    if not n_jobs:
+        return 1
+    n_jobs = int(n_jobs)
+    return max(1, n_jobs if n_jobs > 0 else (os.cpu_count() or 1) + 1 + n_jobs)
+
+
 def thread_limit(cfg: DictConfig) -> int:
     """BLAS threads for this run: ``trainer.threads``, else the Ray task's CPUs, else cores / parallel jobs,
     else (a single run) all cores but one."""
     if cfg.trainer.get("threads"):
         return int(cfg.trainer.threads)
-    hc = _hydra_runtime()
-    n_jobs = None
-    if hc is not None and in_multirun():
-        ray_cpus = OmegaConf.select(hc, "launcher.ray.remote.num_cpus", default=None)
-        if ray_cpus:  # a Ray task owns exactly the CPUs it reserved
-            return max(1, int(ray_cpus))
-        n_jobs = OmegaConf.select(hc, "launcher.n_jobs", default=None)
-    cores = os.cpu_count() or 1
-    if n_jobs and int(n_jobs) > 1:
-        return max(1, cores // int(n_jobs))
+    if _ray_cpus():  # a Ray task owns exactly the CPUs it reserved
+        return max(1, _ray_cpus())
+    cores, jobs = os.cpu_count() or 1, parallel_jobs()
+    if jobs > 1:
+        return max(1, cores // jobs)
     # one core stays free (for MLflow's process, the OS, your editor): OpenBLAS threads that do not own their
     # cores wait for each other, and a 2-thread run beside one busy process took 2-30x longer here
     return max(1, cores - 1)
+
+
+def eval_background(cfg: DictConfig) -> bool:
+    """``trainer.eval_background``; ``auto``: on when the jobs' BLAS threads leave a core free for it (a single
+    run on 2+ cores), off for parallel jobs that share the cores and in a Ray task (it owns only its CPUs)."""
+    value = cfg.trainer.get("eval_background", "auto")
+    if value == "auto":
+        return _ray_cpus() is None and (os.cpu_count() or 1) - parallel_jobs() * thread_limit(cfg) >= 1
+    if not isinstance(value, bool):
+        raise ConfigError(f"trainer.eval_background={value!r}: accepted are auto, true, false")
+    return value
 
 
 def trainer_config(cfg: DictConfig) -> TrainerConfig:
@@ -69,6 +95,7 @@ def trainer_config(cfg: DictConfig) -> TrainerConfig:
     if unknown:
         raise ConfigError(f"unknown key trainer.{unknown[0]}; valid keys: {', '.join(sorted(valid))}")
     options["progress"] = bool(options.get("progress", True)) and not in_multirun()
+    options["eval_background"] = eval_background(cfg)
     return TrainerConfig(**options)
 
 

@@ -90,7 +90,10 @@ def labnet_epoch_end(run, epoch, metrics, model) -> None:
     :param epoch: the epoch that just ended, counted from 1.
     :param metrics: this epoch's metrics (``train_loss``, ``val_accuracy``, ...);
         a hook may add entries, which later hooks and the tracker see.
-    :param model: the model; a hook may set ``run.stop_reason`` to stop training.
+    :param model: the model as the epoch left it; a hook may set ``run.stop_reason`` to stop training.
+        With ``trainer.eval_background`` the hooks of epoch k run at the end of epoch k+1 (when its
+        evaluation is in) and ``model`` is a copy of epoch k's weights and last gradients: read the
+        model from this argument, not one kept from ``labnet_run_start``.
     """
 
 

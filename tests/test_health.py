@@ -111,14 +111,14 @@ def test_update_ratio_is_the_epochs_parameter_change_over_the_weights(tmp_path):
     model.layers[0].params["W"] += 0.5
     model.grads["2.W"][...] = 2.0
     metrics: dict[str, float] = {}
-    health.labnet_epoch_end(run=run, epoch=1, metrics=metrics)
+    health.labnet_epoch_end(run=run, epoch=1, metrics=metrics, model=model)
     start_norm = math.sqrt(np.sum(w0**2) + np.sum(b0**2))
     assert metrics["health/layer0_affine/update_ratio"] == pytest.approx(math.sqrt(12 * 0.25) / start_norm)
     assert metrics["health/layer2_affine/update_ratio"] == 0.0
     assert metrics["health/layer2_affine/grad_norm"] == pytest.approx(math.sqrt(6 * 4.0))
     assert "health/layer1_relu/dead_fraction" not in metrics  # no data, no probe batch
     metrics = {}
-    health.labnet_epoch_end(run=run, epoch=2, metrics=metrics)  # measured from the new epoch's start
+    health.labnet_epoch_end(run=run, epoch=2, metrics=metrics, model=model)  # measured from the new epoch's start
     assert metrics["health/layer0_affine/update_ratio"] == 0.0
 
 
@@ -131,7 +131,7 @@ def test_norms_of_huge_float32_weights_do_not_overflow(tmp_path):
     model.layers[0].params["W"][...] = 2e30
     metrics: dict[str, float] = {}
     with np.errstate(all="raise"):
-        health.labnet_epoch_end(run=run, epoch=1, metrics=metrics)
+        health.labnet_epoch_end(run=run, epoch=1, metrics=metrics, model=model)
     assert metrics["health/layer0_affine/grad_norm"] == pytest.approx(1e30 * math.sqrt(12), rel=1e-6)
     assert metrics["health/layer0_affine/update_ratio"] == pytest.approx(1.0, rel=1e-6)
 
@@ -162,7 +162,7 @@ def test_dead_relu_fraction_counts_units_zero_for_every_probe_sample(dead_units,
     run.info["data"] = data
     health.labnet_run_start(run=run, cfg=None, model=model)
     metrics: dict[str, float] = {}
-    health.labnet_epoch_end(run=run, epoch=1, metrics=metrics)
+    health.labnet_epoch_end(run=run, epoch=1, metrics=metrics, model=model)
     assert metrics["health/layer1_relu/dead_fraction"] == len(dead_units) / 4
 
 
@@ -210,9 +210,9 @@ def test_histograms_cover_each_hidden_activation_layer(tmp_path):
     health.labnet_run_start(run=run, cfg=cfg, model=model)
     monitor = run.info["health"]
     assert monitor.activations == [1, 3]
-    health.labnet_epoch_end(run=run, epoch=1, metrics={})
+    health.labnet_epoch_end(run=run, epoch=1, metrics={}, model=model)
     assert not (tmp_path / "health").exists()
-    health.labnet_epoch_end(run=run, epoch=2, metrics={})
+    health.labnet_epoch_end(run=run, epoch=2, metrics={}, model=model)
     health.labnet_run_end(run=run, status="FINISHED")  # the last epoch, 4, drawn at the end
     assert sorted(p.name for p in (tmp_path / "health").iterdir()) == [
         "activations_epoch2.png",
@@ -321,7 +321,7 @@ def test_non_finite_parameters_at_an_epochs_end_stop_the_run_naming_the_layer(tm
     health.labnet_run_start(run=run, cfg=None, model=model)
     model.layers[2].params["b"][0] = np.inf
     with pytest.raises(TrainingError) as info:
-        health.labnet_epoch_end(run=run, epoch=5, metrics={})
+        health.labnet_epoch_end(run=run, epoch=5, metrics={}, model=model)
     msg = str(info.value)
     assert "epoch 5" in msg and "step 42" in msg and "sgd lr=3.0" in msg, msg
     assert "layer 2 (affine) produced a non-finite value in forward" in msg, msg

@@ -7,6 +7,7 @@ optimizer updates the whole model in a few NumPy calls.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
 
 import numpy as np
@@ -68,6 +69,14 @@ class Sequential:
             self._grad_views.append((layer.grads, k, g))
             offset += size
         self._decay_buf = np.empty(self.n_decayed, self.dtype)
+
+    def clone(self) -> Sequential:
+        """An independent copy with its own parameters, gradients and buffers: a model to evaluate
+        (in another thread) while this one trains on."""
+        twin = copy.deepcopy(self)
+        if self.input_shape is not None:  # (deepcopy copied the flat buffer and its views apart)
+            twin._flatten_parameters()
+        return twin
 
     # -- computation -------------------------------------------------------------------
     def forward(self, x: np.ndarray, train: bool = True) -> np.ndarray:

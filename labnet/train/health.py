@@ -165,12 +165,13 @@ class HealthMonitor:
         self.drawn: set[int] = set()
 
     # -- per epoch ----------------------------------------------------------------------------
-    def epoch_end(self, run, epoch: int, metrics: dict[str, float]) -> None:
-        """Add this epoch's ``health/...`` entries to ``metrics``, in layer order."""
-        model = self.model
+    def epoch_end(self, run, epoch: int, metrics: dict[str, float], model=None) -> None:
+        """Add this epoch's ``health/...`` entries to ``metrics``, in layer order. ``model``: the weights the
+        epoch ended with (the hook's; with trainer.eval_background a copy, while the run's model trains on)."""
+        model = model if model is not None else self.model
         flat, grads = model.flat_params, model.flat_grads
         if not (np.isfinite(flat).all() and np.isfinite(grads).all()):
-            self._stop_non_finite(run, epoch)
+            self._stop_non_finite(run, epoch, model)
         dead: dict[int, float] = {}
         draw = self.options.histograms and epoch in self.options.histogram_epochs
         keep = set(self.relus) | (set(self.activations) if draw else set())
@@ -238,14 +239,14 @@ class HealthMonitor:
         return path
 
     # -- divergence ---------------------------------------------------------------------------
-    def _stop_non_finite(self, run, epoch: int) -> None:
+    def _stop_non_finite(self, run, epoch: int, model) -> None:
         optimizer = run.info.get("optimizer")
         lr = f" with {optimizer.name} lr={optimizer.lr}" if optimizer is not None else ""
         loss = run.info.get("loss")
         diagnosis = (
-            diagnose_non_finite(self.model, loss, self.probe_x, self.probe_y)
+            diagnose_non_finite(model, loss, self.probe_x, self.probe_y)
             if self.probe_x is not None and loss is not None
-            else _non_finite_params(self.model)
+            else _non_finite_params(model)
         )
         raise TrainingError(
             f"the parameters or gradients became non-finite in epoch {epoch} (by step {run.step}){lr}: "
@@ -341,10 +342,10 @@ def labnet_run_start(run, cfg, model):
 
 
 @hookimpl
-def labnet_epoch_end(run, epoch, metrics):
+def labnet_epoch_end(run, epoch, metrics, model):
     monitor: Any = run.info.get("health")
     if monitor is not None:
-        monitor.epoch_end(run, epoch, metrics)
+        monitor.epoch_end(run, epoch, metrics, model)
 
 
 @hookimpl

@@ -2,15 +2,25 @@
 
 The hot loop does only NumPy work on preallocated buffers: no hook call, logging
 call or Python allocation per step. Lifecycle hooks run once per epoch.
+
+With ``eval_background`` an epoch's evaluation runs in a thread, on a copy of the
+weights the epoch ended with, while the next epoch trains (NumPy's matrix products
+release the GIL, so a free core does it). Everything that needs its figures (hooks,
+history, early stopping, the checkpoint of that epoch) then happens when they are in,
+at the end of the next epoch, with the state the evaluated epoch ended with: a run
+trains, reports and stops exactly as with the evaluation in line.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import math
 import signal
 import sys
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,13 +73,18 @@ class TrainerConfig:
     patience: int | None = None
     objective: str = "val_accuracy"
     eval_batch_size: int = 10_000
+    #: evaluate the whole training split at each epoch's end (the book's train accuracy) instead of
+    #: reporting the running loss and accuracy of the epoch's own steps
+    eval_train: bool = False
     #: also evaluate the test split each epoch (the book's train/test accuracy curves); costs a forward pass
     eval_test: bool = False
+    #: evaluate each epoch in a thread while the next one trains (see the module's docstring)
+    eval_background: bool = False
     checkpoint_every: int = 1
     progress: bool = True
 
     def __post_init__(self) -> None:
-        for key in ("eval_test", "progress"):
+        for key in ("eval_train", "eval_test", "eval_background", "progress"):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigError(f"trainer.{key}={getattr(self, key)!r}: must be true or false")
         for key in ("epochs", "batch_size", "eval_batch_size", "patience", "checkpoint_every"):
@@ -86,6 +101,19 @@ class TrainerConfig:
 
 def _minimizes(metric: str) -> bool:
     return "loss" in metric
+
+
+@dataclass
+class _PendingEpoch:
+    """An epoch whose evaluation runs in the background, and what the run was when it ended."""
+
+    epoch: int
+    metrics: dict[str, float]
+    state: dict[str, np.ndarray]  # model, optimizer, RNG and position at the epoch's end (checkpoint entries)
+    step: int
+    step_numbers: np.ndarray
+    step_losses: np.ndarray
+    evaluation: Future
 
 
 class Trainer:
@@ -123,9 +151,16 @@ class Trainer:
         self._grad_group = {"params": model.flat_grads}
         self._signal: int | None = None
         self._resume: dict[str, np.ndarray] | None = None
+        self._pending: _PendingEpoch | None = None
+        self._twin: tuple[Sequential, Loss] | None = None  # the model and loss the background evaluates with
+        self._executor: ThreadPoolExecutor | None = None
 
     # -- checkpoints --------------------------------------------------------------------
     def checkpoint_state(self, run: Run, epoch: int, batch_index: int, order, sums) -> dict[str, np.ndarray]:
+        return {**self._training_state(epoch, batch_index, order, sums), **self._run_state(run)}
+
+    def _training_state(self, epoch: int, batch_index: int, order, sums) -> dict[str, np.ndarray]:
+        """Model, optimizer, RNG and position (copies): where training stands."""
         state = {f"model/{k}": v for k, v in self.model.state_dict().items()}
         state.update({f"optim/{k}": v for k, v in self.optimizer.state_dict().items()})
         state["epoch"] = np.asarray(epoch)
@@ -133,20 +168,25 @@ class Trainer:
         state["order"] = np.asarray(order if order is not None else [], np.int64)
         state["sums"] = np.asarray(sums, np.float64)
         state["rng"] = ckpt.encode_json(self.rng.bit_generator.state)
-        state["run"] = ckpt.encode_json(
-            {
-                "history": run.history,
-                "best_objective": run.best_objective,
-                "best_epoch": run.best_epoch,
-                "step": run.step,
-            }
-        )
         return state
 
-    def save_checkpoint(self, run: Run, epoch: int, batch_index: int = 0, order=None, sums=(0, 0, 0)):
+    def _run_state(self, run: Run) -> dict[str, np.ndarray]:
+        """History, best objective and step count: what the run reported so far."""
+        summary = {
+            "history": run.history,
+            "best_objective": run.best_objective,
+            "best_epoch": run.best_epoch,
+            "step": run.step,
+        }
+        return {"run": ckpt.encode_json(summary)}
+
+    def save_checkpoint(self, run: Run, epoch: int, batch_index: int = 0, order=None, sums=(0, 0, 0), training=None):
+        """Write the checkpoint; ``training`` is a :meth:`_training_state` taken earlier (an epoch evaluated
+        in the background is saved as it ended)."""
         if self.checkpoint_path is None:
             return None
-        return ckpt.save_npz(self.checkpoint_path, self.checkpoint_state(run, epoch, batch_index, order, sums))
+        training = training if training is not None else self._training_state(epoch, batch_index, order, sums)
+        return ckpt.save_npz(self.checkpoint_path, {**training, **self._run_state(run)})
 
     def resume_from(self, path: str | Path) -> int:
         """Load model, optimizer, RNG and position from a checkpoint written by this trainer; returns its epoch."""
@@ -195,12 +235,28 @@ class Trainer:
                 run.epoch = epoch
                 metrics = self._train_epoch(run, epoch, start_batch, order, sums)
                 start_batch, order, sums = 0, None, (0.0, 0.0, 0.0)
+                if self._pending is not None:
+                    pending = self._finish_pending(run)
+                    if run.stop_reason:  # the epoch before stopped the run: undo this one's training
+                        self._restore(run, pending)
+                        break
+                if cfg.eval_background and epoch < cfg.epochs and self._evaluate_in_background(run, epoch, metrics):
+                    continue
+                metrics.update(self._evaluate(self.model, self.loss))
                 self._end_epoch(run, epoch, metrics)
                 if run.stop_reason:
                     break
+        except BaseException:
+            if self._pending is not None:  # what the evaluated epoch reported is kept (hooks, history, checkpoint)
+                with contextlib.suppress(Exception):
+                    self._finish_pending(run)
+            raise
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
+                self._executor = None
         final = dict(run.history[-1]) if run.history else {}
         if data.test is not None and "test_accuracy" not in final:  # (eval_test: the last epoch measured it)
             final["test_loss"], final["test_accuracy"] = evaluate(self.model, self.loss, data.test, cfg.eval_batch_size)
@@ -237,6 +293,8 @@ class Trainer:
         t0 = time.perf_counter()
         for b in range(start_batch, n_batches):
             if self._signal is not None:
+                if self._pending is not None:  # the epoch before first: its figures go into this checkpoint
+                    self._finish_pending(run)
                 path = self.save_checkpoint(run, epoch, b, order, (loss_sum, correct, seen))
                 raise Interrupted(self._signal, path)
             idx = order[b * bs : (b + 1) * bs]
@@ -284,18 +342,84 @@ class Trainer:
         run.step_losses = losses[done]
         return {"train_loss": loss_sum / seen, "train_accuracy": correct / seen, "epoch_seconds": elapsed}
 
-    def _end_epoch(self, run: Run, epoch: int, metrics: dict[str, float]) -> None:
+    # -- evaluation ---------------------------------------------------------------------
+    def _evaluate(self, model: Sequential, loss: Loss) -> dict[str, float]:
+        """The epoch-end figures: the validation split, and the training and test splits if asked for."""
+        cfg, data, out = self.config, self.data, {}
+        for name, split, wanted in (
+            ("train", data.train, cfg.eval_train),
+            ("val", data.val, True),
+            ("test", data.test, cfg.eval_test),
+        ):
+            if wanted and split is not None:
+                out[f"{name}_loss"], out[f"{name}_accuracy"] = evaluate(model, loss, split, cfg.eval_batch_size)
+        return out
+
+    def _evaluate_in_background(self, run: Run, epoch: int, metrics: dict[str, float]) -> bool:
+        """Start evaluating this epoch's weights in a thread; False if this model cannot be copied for it."""
+        if self._twin is None:
+            try:
+                self._twin = (self.model.clone(), copy.deepcopy(self.loss))
+            except Exception as err:  # (a plugin layer holding something that cannot be copied)
+                print(
+                    f"labnet: warning: trainer.eval_background: the model cannot be copied ({err}); "
+                    "evaluating each epoch in line",
+                    file=sys.stderr,
+                )
+                self.config.eval_background = False
+                return False
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="labnet-eval")
+        twin, twin_loss = self._twin
+        state = self._training_state(epoch, 0, None, (0.0, 0.0, 0.0))
+        twin.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model/")})
+        np.copyto(twin.flat_grads, self.model.flat_grads)  # (the last step's gradients, for the hooks)
+        self._pending = _PendingEpoch(
+            epoch,
+            metrics,
+            state,
+            run.step,
+            run.step_numbers,
+            run.step_losses,
+            self._executor.submit(self._evaluate, twin, twin_loss),
+        )
+        return True
+
+    def _finish_pending(self, run: Run) -> _PendingEpoch:
+        """Wait for the background evaluation and end its epoch as the run stood then."""
+        pending, self._pending = self._pending, None
+        current = (run.epoch, run.step, run.step_numbers, run.step_losses)
+        run.epoch, run.step, run.step_numbers, run.step_losses = (
+            pending.epoch,
+            pending.step,
+            pending.step_numbers,
+            pending.step_losses,
+        )
+        try:
+            pending.metrics.update(pending.evaluation.result())
+            self._end_epoch(run, pending.epoch, pending.metrics, model=self._twin[0], training=pending.state)
+        finally:
+            run.epoch, run.step, run.step_numbers, run.step_losses = current
+        return pending
+
+    def _restore(self, run: Run, pending: _PendingEpoch) -> None:
+        """Back to the end of the pending epoch: the run stopped there."""
+        state = pending.state
+        self.model.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model/")})
+        self.optimizer.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("optim/")})
+        self.rng.bit_generator.state = ckpt.decode_json(state["rng"])
+        run.epoch, run.step, run.step_numbers, run.step_losses = (
+            pending.epoch,
+            pending.step,
+            pending.step_numbers,
+            pending.step_losses,
+        )
+
+    def _end_epoch(self, run: Run, epoch: int, metrics: dict[str, float], model=None, training=None) -> None:
+        """Hooks, history, early stopping and checkpoint of an evaluated epoch (``model``: the weights it
+        ended with, when the live model trains on; ``training``: its checkpoint entries)."""
         cfg = self.config
-        if self.data.val is not None:
-            metrics["val_loss"], metrics["val_accuracy"] = evaluate(
-                self.model, self.loss, self.data.val, cfg.eval_batch_size
-            )
-        if cfg.eval_test and self.data.test is not None:
-            metrics["test_loss"], metrics["test_accuracy"] = evaluate(
-                self.model, self.loss, self.data.test, cfg.eval_batch_size
-            )
         if self.hook is not None:
-            self.hook.labnet_epoch_end(run=run, epoch=epoch, metrics=metrics, model=self.model)
+            self.hook.labnet_epoch_end(run=run, epoch=epoch, metrics=metrics, model=model or self.model)
         run.history.append(metrics)
         value = metrics[run.objective_metric]
         better = (value < run.best_objective) if _minimizes(run.objective_metric) else (value > run.best_objective)
@@ -307,7 +431,7 @@ class Trainer:
                 f"(best {run.best_objective:.4f} at epoch {run.best_epoch})"
             )
         if cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0:
-            self.save_checkpoint(run, epoch)
+            self.save_checkpoint(run, epoch, training=training)
         if cfg.progress and sys.stderr.isatty():
             shown = "  ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k != "epoch_seconds" and "/" not in k)
             print(f"epoch {epoch}/{cfg.epochs}  {shown}", file=sys.stderr)

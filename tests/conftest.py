@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import itertools
 import os
 import shutil
 import subprocess
@@ -30,6 +31,35 @@ def labnet_data_dir():
         yield SHARED_DATA
     finally:
         os.environ.pop("LABNET_DATA_DIR", None)
+
+
+_cache_numbers = itertools.count()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def labnet_cache_root(tmp_path_factory):
+    """``LABNET_CACHE_DIR`` (the disk cache of decoded IDX arrays) in a temporary folder for the whole
+    session, so no test, module fixture or process they start writes to the real ``~/.cache``."""
+    root = tmp_path_factory.mktemp("labnet-cache")
+    old = os.environ.get("LABNET_CACHE_DIR")
+    os.environ["LABNET_CACHE_DIR"] = str(root / "session")
+    try:
+        yield root
+    finally:
+        if old is None:
+            os.environ.pop("LABNET_CACHE_DIR", None)
+        else:
+            os.environ["LABNET_CACHE_DIR"] = old
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def labnet_cache_dir(labnet_cache_root, monkeypatch):
+    """An empty cache folder per test (deleted afterwards): no test finds entries another test wrote."""
+    path = labnet_cache_root / f"test-{next(_cache_numbers)}"
+    monkeypatch.setenv("LABNET_CACHE_DIR", str(path))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -59,10 +59,8 @@ def make_trainer(tmp_path, background: bool, relu: ReLU | None = None, **options
         epochs=options.pop("epochs", 6),
         batch_size=50,
         progress=False,
-        eval_train=True,
-        eval_test=True,
         eval_background=background,
-        **options,
+        **{"eval_train": True, "eval_test": True, **options},
     )
     folder = tmp_path / ("background" if background else "inline")
     trainer = Trainer(model, loss, optimizer, data, config, rng, hook=manager.hook, checkpoint_path=folder / "c.npz")
@@ -208,3 +206,10 @@ def test_a_bad_eval_background_value_names_the_choices():
 
     with pytest.raises(ConfigError, match=r"trainer.eval_background='sometimes'.*auto, true, false"):
         app.eval_background(OmegaConf.create({"trainer": {"eval_background": "sometimes"}}))
+
+
+def test_nothing_to_evaluate_needs_no_copy_and_no_thread(tmp_path):
+    trainer, run = make_trainer(tmp_path, True, epochs=3, eval_train=False, eval_test=False)
+    trainer.data = DataSplits(trainer.data.train, None, None, (2,), 3)
+    trainer.fit(run)
+    assert trainer._twin is None and len(run.history) == 3

@@ -240,7 +240,8 @@ class Trainer:
                     if run.stop_reason:  # the epoch before stopped the run: undo this one's training
                         self._restore(run, pending)
                         break
-                if cfg.eval_background and epoch < cfg.epochs and self._evaluate_in_background(run, epoch, metrics):
+                background = cfg.eval_background and epoch < cfg.epochs and self._evaluates_anything()
+                if background and self._evaluate_in_background(run, epoch, metrics):
                     continue
                 metrics.update(self._evaluate(self.model, self.loss))
                 self._end_epoch(run, epoch, metrics)
@@ -354,6 +355,10 @@ class Trainer:
             if wanted and split is not None:
                 out[f"{name}_loss"], out[f"{name}_accuracy"] = evaluate(model, loss, split, cfg.eval_batch_size)
         return out
+
+    def _evaluates_anything(self) -> bool:
+        cfg, data = self.config, self.data
+        return data.val is not None or cfg.eval_train or (cfg.eval_test and data.test is not None)
 
     def _evaluate_in_background(self, run: Run, epoch: int, metrics: dict[str, float]) -> bool:
         """Start evaluating this epoch's weights in a thread; False if this model cannot be copied for it."""

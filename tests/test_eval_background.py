@@ -19,6 +19,14 @@ from labnet.train import checkpoint as ckpt
 from labnet.train.trainer import Interrupted, Run, Trainer, TrainerConfig
 
 
+@pytest.fixture(autouse=True)
+def always_in_the_background(monkeypatch):
+    """These data sets evaluate in well under BACKGROUND_MIN_SECONDS: every epoch goes to the thread anyway."""
+    from labnet.train import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "BACKGROUND_MIN_SECONDS", 0.0)
+
+
 def blobs() -> DataSplits:
     """Three overlapping Gaussian blobs in 2-d: learnable, never perfectly (so early stopping can trigger)."""
     rng = np.random.default_rng(7)
@@ -213,3 +221,21 @@ def test_nothing_to_evaluate_needs_no_copy_and_no_thread(tmp_path):
     trainer.data = DataSplits(trainer.data.train, None, None, (2,), 3)
     trainer.fit(run)
     assert trainer._twin is None and len(run.history) == 3
+
+
+def test_an_evaluation_too_quick_for_a_thread_stays_in_line(tmp_path, monkeypatch):
+    from labnet.train import trainer as trainer_module
+
+    threads = []
+    original = trainer_module.evaluate
+
+    def spy(model, loss, split, batch_size):
+        threads.append(threading.current_thread().name)
+        return original(model, loss, split, batch_size)
+
+    monkeypatch.setattr(trainer_module, "evaluate", spy)
+    monkeypatch.setattr(trainer_module, "BACKGROUND_MIN_SECONDS", 60.0)
+    trainer, run = make_trainer(tmp_path, True, epochs=4, eval_train=False, eval_test=False)
+    trainer.fit(run)
+    # epoch 1 in the background (measured), epochs 2-4 in line, then the final test evaluation
+    assert threads == ["labnet-eval_0"] + ["MainThread"] * 4

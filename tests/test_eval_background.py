@@ -239,3 +239,12 @@ def test_an_evaluation_too_quick_for_a_thread_stays_in_line(tmp_path, monkeypatc
     trainer.fit(run)
     # epoch 1 in the background (measured), epochs 2-4 in line, then the final test evaluation
     assert threads == ["labnet-eval_0"] + ["MainThread"] * 4
+
+
+def test_a_second_fit_evaluates_in_the_background_again(tmp_path):
+    trainer, run = make_trainer(tmp_path, True, epochs=3)
+    trainer.fit(run)
+    trainer.config.epochs = 5  # train on: the second fit starts a new evaluation thread
+    more = Run(name="t", output_dir=tmp_path / "more")
+    trainer.fit(more)
+    assert len(more.history) == 5 and "val_accuracy" in more.history[0]

@@ -383,6 +383,7 @@ class Trainer:
                 )
                 self.config.eval_background = False
                 return False
+        if self._executor is None:  # (one per fit: its end shuts it down)
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="labnet-eval")
         twin, twin_loss = self._twin
         state = self._training_state(epoch, 0, None, (0.0, 0.0, 0.0))

@@ -248,3 +248,20 @@ def test_a_second_fit_evaluates_in_the_background_again(tmp_path):
     more = Run(name="t", output_dir=tmp_path / "more")
     trainer.fit(more)
     assert len(more.history) == 5 and "val_accuracy" in more.history[0]
+
+
+class Locked(ReLU):
+    """A layer holding something deepcopy refuses (a lock): the model cannot be copied."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lock = threading.Lock()
+
+
+def test_a_model_that_cannot_be_copied_is_evaluated_in_line_with_a_warning(tmp_path, capsys):
+    trainer, run = make_trainer(tmp_path, True, relu=Locked(), epochs=3)
+    inline, inline_run = make_trainer(tmp_path / "inline", False, relu=Locked(), epochs=3)
+    trainer.fit(run)
+    inline.fit(inline_run)
+    assert "the model cannot be copied" in capsys.readouterr().err
+    assert reported(run.history) == reported(inline_run.history)

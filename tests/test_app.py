@@ -419,3 +419,17 @@ def test_a_single_run_leaves_a_core_free(monkeypatch):
     for cores, threads in ((8, 7), (2, 1), (1, 1)):
         monkeypatch.setattr(os, "cpu_count", lambda cores=cores: cores)
         assert app.thread_limit(cfg) == threads
+
+
+@pytest.mark.parametrize(("n_jobs", "jobs", "threads"), [(2, 2, 4), (-1, 8, 1), (-2, 7, 1), (-4, 5, 1), (None, 1, 7)])
+def test_joblib_n_jobs_counts_as_joblib_does(monkeypatch, n_jobs, jobs, threads):
+    """n_jobs=-1 is every core, -2 all but one (joblib's rule): each job then gets one BLAS thread, not cores - 1."""
+    from omegaconf import OmegaConf
+
+    import labnet.app as app
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(app, "_hydra_runtime", lambda: OmegaConf.create({"launcher": {"n_jobs": n_jobs}}))
+    monkeypatch.setattr(app, "in_multirun", lambda: True)
+    assert app.parallel_jobs() == jobs
+    assert app.thread_limit(OmegaConf.create({"trainer": {"threads": None}})) == threads

@@ -162,9 +162,6 @@ class Trainer:
         self._eval_seconds: float | None = None  # how long the last epoch's evaluation took
 
     # -- checkpoints --------------------------------------------------------------------
-    def checkpoint_state(self, run: Run, epoch: int, batch_index: int, order, sums) -> dict[str, np.ndarray]:
-        return {**self._training_state(epoch, batch_index, order, sums), **self._run_state(run)}
-
     def _training_state(self, epoch: int, batch_index: int, order, sums) -> dict[str, np.ndarray]:
         """Model, optimizer, RNG and position (copies): where training stands."""
         state = {f"model/{k}": v for k, v in self.model.state_dict().items()}

@@ -67,8 +67,9 @@ def thread_limit(cfg: DictConfig) -> int:
     else (a single run) all cores but one."""
     if cfg.trainer.get("threads"):
         return int(cfg.trainer.threads)
-    if _ray_cpus():  # a Ray task owns exactly the CPUs it reserved
-        return max(1, _ray_cpus())
+    ray_cpus = _ray_cpus()
+    if ray_cpus:  # a Ray task owns exactly the CPUs it reserved
+        return max(1, ray_cpus)
     cores, jobs = os.cpu_count() or 1, parallel_jobs()
     if jobs > 1:
         return max(1, cores // jobs)

@@ -265,3 +265,26 @@ def test_a_model_that_cannot_be_copied_is_evaluated_in_line_with_a_warning(tmp_p
     inline.fit(inline_run)
     assert "the model cannot be copied" in capsys.readouterr().err
     assert reported(run.history) == reported(inline_run.history)
+
+
+class FailsInEvaluation(ReLU):
+    """A layer that fails in the evaluation thread from the 2nd epoch's evaluation on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.evaluations = 0
+
+    def forward(self, x, train=True):
+        if threading.current_thread().name.startswith("labnet-eval"):
+            self.evaluations += 1
+            if self.evaluations > 3:  # epoch 1 evaluates train, val and test (a batch each)
+                raise ValueError("broken in evaluation")
+        return super().forward(x, train)
+
+
+def test_an_error_in_the_background_evaluation_reaches_the_run(tmp_path):
+    trainer, run = make_trainer(tmp_path, True, relu=FailsInEvaluation())
+    with pytest.raises(ValueError, match="broken in evaluation"):
+        trainer.fit(run)
+    assert len(run.history) == 1  # epoch 1 is kept; epoch 2's evaluation failed in the thread
+    assert trainer._executor is None  # and the thread was shut down

@@ -165,10 +165,9 @@ class HealthMonitor:
         self.drawn: set[int] = set()
 
     # -- per epoch ----------------------------------------------------------------------------
-    def epoch_end(self, run, epoch: int, metrics: dict[str, float], model=None) -> None:
+    def epoch_end(self, run, epoch: int, metrics: dict[str, float], model) -> None:
         """Add this epoch's ``health/...`` entries to ``metrics``, in layer order. ``model``: the weights the
         epoch ended with (the hook's; with trainer.eval_background a copy, while the run's model trains on)."""
-        model = model if model is not None else self.model
         flat, grads = model.flat_params, model.flat_grads
         if not (np.isfinite(flat).all() and np.isfinite(grads).all()):
             self._stop_non_finite(run, epoch, model)

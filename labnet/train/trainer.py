@@ -432,7 +432,9 @@ class Trainer:
         ended with, when the live model trains on; ``training``: its checkpoint entries)."""
         cfg = self.config
         if self.hook is not None:
-            self.hook.labnet_epoch_end(run=run, epoch=epoch, metrics=metrics, model=model or self.model)
+            self.hook.labnet_epoch_end(
+                run=run, epoch=epoch, metrics=metrics, model=self.model if model is None else model
+            )
         run.history.append(metrics)
         value = metrics[run.objective_metric]
         better = (value < run.best_objective) if _minimizes(run.objective_metric) else (value > run.best_objective)

@@ -6,6 +6,7 @@ import logging
 import math
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,7 @@ def plugin_manager_for(cfg: DictConfig):
 
 def run_experiment(cfg: DictConfig, manager=None, resume_run: dict | None = None) -> float:
     """Train one run as configured and return its objective (for Hydra sweepers)."""
+    start_time = time.time()  # wall clock, comparable across a sweep's processes (result.json)
     manager = manager or plugin_manager_for(cfg)
     for broken in manager.broken:
         print(
@@ -184,6 +186,8 @@ def run_experiment(cfg: DictConfig, manager=None, resume_run: dict | None = None
                     "output_dir": str(output_dir.resolve()),
                     "history": run.history,
                     "resumed_from_epoch": run.info.get("resumed_from_epoch"),
+                    "start_time": start_time,
+                    "end_time": time.time(),
                 },
             )
     summary = "  ".join(

@@ -105,6 +105,8 @@ def test_run_writes_result_json(basic_run):
     proc, folder = basic_run
     result = result_of(folder)
     assert result["status"] == "FINISHED"
+    # wall-clock start and end (Unix seconds), within the second the file was written
+    assert result["start_time"] < result["end_time"] <= (folder / "result.json").stat().st_mtime + 1
     assert result["error"] is None
     assert result["overrides"] == ["tracking=none", "trainer.epochs=3"]
     assert result["objective_metric"] == "val_accuracy"
@@ -213,6 +215,10 @@ def check_grid(cwd: Path, proc: subprocess.CompletedProcess) -> None:
 def test_multirun_grid(tmp_path):
     proc = ok(labnet("-m", *GRID, cwd=tmp_path))
     check_grid(tmp_path, proc)
+    _, results = sweep_results(tmp_path)
+    # Hydra's basic launcher runs the jobs one after another, in job order
+    for earlier, later in zip(results, results[1:]):
+        assert earlier["start_time"] < earlier["end_time"] <= later["start_time"]
 
 
 def test_multirun_grid_with_joblib_launcher(tmp_path):

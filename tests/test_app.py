@@ -7,6 +7,7 @@ Every run passes ``tracking=none``: these tests are about the app, not the track
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -217,7 +218,7 @@ def test_multirun_grid(tmp_path):
     check_grid(tmp_path, proc)
     _, results = sweep_results(tmp_path)
     # Hydra's basic launcher runs the jobs one after another, in job order
-    for earlier, later in zip(results, results[1:]):
+    for earlier, later in itertools.pairwise(results):
         assert earlier["start_time"] < earlier["end_time"] <= later["start_time"]
 
 

@@ -1,9 +1,9 @@
 """A team MLflow server on PostgreSQL (scripts/tracking_server.sh): runs, sweeps and artifacts through it, and
 what a run does when the server goes away while it is logging.
 
-Needs PostgreSQL's server binaries (Debian: apt-get install postgresql; installed here when missing and we are
-root) and the `server` extra (``pip install -e '.[server]'``). Skipped only where PostgreSQL cannot be had;
-never in CI (CI=true), where a missing piece fails the test.
+Needs PostgreSQL's server binaries (Debian: apt-get install postgresql; .ci/run installs them when missing)
+and the `server` extra (``pip install -e '.[server]'``). Skipped where they are missing, with how to install
+them; never in CI (CI=true), where a missing piece fails the test.
 """
 
 from __future__ import annotations
@@ -43,14 +43,8 @@ def _initdb() -> str | None:
 
 
 def _ensure_postgres() -> None:
-    if _initdb():
-        return
-    if os.geteuid() == 0 and shutil.which("apt-get"):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "postgresql"]):
-            subprocess.run(cmd, env=env, capture_output=True, timeout=900)
     if not _initdb():
-        _unavailable("PostgreSQL is not installed and could not be installed here: apt-get install postgresql")
+        _unavailable("PostgreSQL's server binaries (initdb) are not installed: apt-get install postgresql")
 
 
 def _free_port() -> int:

@@ -66,8 +66,14 @@ def parallel_jobs() -> int:
 def thread_limit(cfg: DictConfig) -> int:
     """BLAS threads for this run: ``trainer.threads``, else the Ray task's CPUs, else cores / parallel jobs,
     else (a single run) all cores but one."""
-    if cfg.trainer.get("threads"):
-        return int(cfg.trainer.threads)
+    threads = cfg.trainer.get("threads")
+    if threads is not None:
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ConfigError(
+                f"trainer.threads={threads!r}: must be a whole number >= 1, or null (cores / parallel jobs in a "
+                "sweep, the Ray task's CPUs, or all cores but one)"
+            )
+        return threads
     ray_cpus = _ray_cpus()
     if ray_cpus:  # a Ray task owns exactly the CPUs it reserved
         return max(1, ray_cpus)

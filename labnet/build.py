@@ -21,7 +21,7 @@ def mlp_layer_specs(
     """The book's multi-layer net: [affine, (batchnorm), activation, (dropout)] per hidden layer, then affine."""
     specs: list[dict[str, Any]] = []
     for units in hidden_sizes:
-        specs.append({"type": "affine", "units": int(units), "init": init})
+        specs.append({"type": "affine", "units": units, "init": init})
         if use_batchnorm:
             specs.append({"type": "batchnorm"})
         specs.append({"type": activation})
@@ -38,16 +38,13 @@ def build_model(
     unknown = sorted(set(model_cfg) - set(MODEL_KEYS) - {"name"})
     if unknown:
         raise ConfigError(f"unknown key model.{unknown[0]}; valid keys: {', '.join(MODEL_KEYS)}")
+    accepted = "a number >= 0, the L2 penalty's lambda; 0 for none"
+    weight_decay = _number(model_cfg, "weight_decay", accepted)
+    if weight_decay < 0:
+        raise ConfigError(f"model.weight_decay={weight_decay!r}: must be {accepted}")
     specs = model_cfg.get("layers")
     if not specs:
-        specs = mlp_layer_specs(
-            list(model_cfg.get("hidden_sizes") or []),
-            model_cfg.get("activation", "relu"),
-            model_cfg.get("init", "he"),
-            bool(model_cfg.get("use_batchnorm", False)),
-            float(model_cfg.get("dropout", 0.0) or 0.0),
-            data.num_classes,
-        )
+        specs = mlp_layer_specs(**_mlp_options(model_cfg), num_classes=data.num_classes)
     layers = []
     for index, spec in enumerate(specs):
         spec = dict(spec)
@@ -57,7 +54,7 @@ def build_model(
         if "init" not in spec and model_cfg.get("init") is not None and "init" in constructor_parameters(cls):
             spec["init"] = model_cfg["init"]  # the model's init applies to every layer that takes one
         layers.append(build_component(cls, "layer", spec, where=f"model.layers[{index}]"))
-    model = Sequential(layers, weight_decay=float(model_cfg.get("weight_decay", 0.0) or 0.0))
+    model = Sequential(layers, weight_decay=weight_decay)
     model.build(data.input_shape, rng, dtype)
     expected = (data.num_classes,) if data.num_classes > 2 or model.output_shape != (1,) else (1,)
     if model.output_shape != expected:
@@ -66,6 +63,41 @@ def build_model(
             f"classes: the last layer should produce {(data.num_classes,)}"
         )
     return model
+
+
+def _number(model_cfg: dict[str, Any], key: str, accepted: str) -> float:
+    value = model_cfg.get(key) or 0.0
+    if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
+        raise ConfigError(f"model.{key}={value!r}: must be {accepted}")
+    return float(value)
+
+
+def _mlp_options(model_cfg: dict[str, Any]) -> dict[str, Any]:
+    """The generated net's options, checked here so that a bad one is named as the ``model.`` key it came from."""
+    hidden = model_cfg.get("hidden_sizes") or []
+    whole = lambda units: isinstance(units, int) and not isinstance(units, bool) and units >= 1  # noqa: E731
+    if not isinstance(hidden, list | tuple) or not all(whole(units) for units in hidden):
+        raise ConfigError(
+            f"model.hidden_sizes={hidden!r}: must be a list of whole numbers >= 1, the units of each hidden layer "
+            "(e.g. [50] or [100,100]; [] for none)"
+        )
+    use_batchnorm = model_cfg.get("use_batchnorm", False)
+    if not isinstance(use_batchnorm, bool):
+        raise ConfigError(f"model.use_batchnorm={use_batchnorm!r}: must be true or false")
+    accepted = "a number in [0, 1), the share of hidden units dropped; 0 for none"
+    dropout = _number(model_cfg, "dropout", accepted)
+    if not 0 <= dropout < 1:
+        raise ConfigError(f"model.dropout={dropout!r}: must be {accepted}")
+    activation = model_cfg.get("activation", "relu")
+    if not isinstance(activation, str):
+        raise ConfigError(f"model.activation={activation!r}: must be a layer name such as relu, sigmoid or tanh")
+    return {
+        "hidden_sizes": list(hidden),
+        "activation": activation,
+        "init": model_cfg.get("init", "he"),
+        "use_batchnorm": use_batchnorm,
+        "dropout": dropout,
+    }
 
 
 def model_spec(model: Sequential) -> dict[str, Any]:

@@ -416,6 +416,17 @@ def test_blas_threads_fit_the_launcher(monkeypatch, threads, launcher, expected)
     assert app.thread_limit(OmegaConf.create({"trainer": {"threads": threads}})) == expected
 
 
+@pytest.mark.parametrize("threads", [0, -2, "abc", 1.5, True])
+def test_bad_thread_count_is_named(threads):
+    from omegaconf import OmegaConf
+
+    from labnet.app import thread_limit
+    from labnet.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"trainer\.threads=.*whole number >= 1, or null"):
+        thread_limit(OmegaConf.create({"trainer": {"threads": threads}}))
+
+
 def test_a_single_run_leaves_a_core_free(monkeypatch):
     from omegaconf import OmegaConf
 

@@ -133,6 +133,16 @@ CONFIG_ERROR_CASES = [pytest.param(overrides, words, id=key) for key, (overrides
         id="dtype-unknown",
     ),
     pytest.param(
+        ["model.hidden_sizes=[fifty]"],
+        ["model.hidden_sizes", "fifty", "[50]"],
+        id="hidden-sizes-not-numbers",
+    ),
+    pytest.param(
+        ["trainer.threads=0"],
+        ["trainer.threads=0", ">= 1", "null"],
+        id="threads-zero",
+    ),
+    pytest.param(
         ["trainer.batch_size=abc"],
         ["trainer.batch_size", "abc"],
         id="batch-size-wrong-type",

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return compare_command(argv[1:])
     try:
-        from labnet.sweep import expand_replicates
+        from labnet.sweep import SweepConfigError, expand_replicates
 
         argv = expand_replicates(argv)
     except LabnetError as err:
@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("labnet: interrupted", file=sys.stderr)
         return 130
+    except SweepConfigError as err:
+        print(f"labnet: error: {err.error}", file=sys.stderr)
+        return 2
     except Exception as err:
         if debug:
             raise
@@ -150,6 +153,8 @@ def _unknown_key_message(key: str, argv: list[str]) -> str | None:
         return None
     component = f" ({node.name})" if "name" in node else ""
     valid = ", ".join(k for k in node.keys() if k != "name")
+    if not valid:
+        return f"unknown key {key!r}: {group}{component} takes no options"
     return f"unknown key {key!r} in {group}{component}; valid keys: {valid}"
 
 

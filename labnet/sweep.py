@@ -72,6 +72,33 @@ def sweep_report(results: list[dict[str, Any]]) -> str:
     return "; ".join(parts)
 
 
+RERUN_CHOICES = ("missing", "all")
+
+
+def check_sweep_options(sweep_cfg: Any) -> None:
+    """``sweep.rerun`` and ``sweep.fail_fast``, checked once before any job starts (a typo would run the wrong jobs)."""
+    from labnet.errors import ConfigError
+
+    rerun = sweep_cfg.get("rerun", "missing")
+    if rerun not in RERUN_CHOICES:
+        raise ConfigError(
+            f"sweep.rerun={rerun!r}: accepted are missing (skip jobs already FINISHED in the tracking store, "
+            "resume KILLED ones) and all (run every job again)"
+        )
+    fail_fast = sweep_cfg.get("fail_fast", False)
+    if not isinstance(fail_fast, bool):
+        raise ConfigError(f"sweep.fail_fast={fail_fast!r}: must be true or false")
+
+
+class SweepConfigError(BaseException):
+    """A config mistake found when a sweep starts. Hydra turns an ``Exception`` raised in a callback into a
+    warning and launches the jobs anyway, so this carries the ``ConfigError`` past it to ``labnet.__main__``."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class SweepCallback(Callback):
     def __init__(self) -> None:
         self.sweep: Sweep | None = None
@@ -79,7 +106,12 @@ class SweepCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from labnet.app import plugin_manager_for
+        from labnet.errors import ConfigError
 
+        try:
+            check_sweep_options(config.get("sweep") or {})
+        except ConfigError as err:
+            raise SweepConfigError(err) from err
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         self.sweep = Sweep(id=uuid.uuid4().hex[:12], dir=sweep_dir, cfg=config)

@@ -95,6 +95,7 @@ CONFIG_ERRORS = {
     "zero-lr": (["optimizer.lr=0"], ["lr=0", "> 0"]),
     # spiral: 300 points, 60 of them for validation -> 240 to train on
     "batch-larger-than-data": (["trainer.batch_size=100000"], ["trainer.batch_size=100000", "240"]),
+    "key-of-a-group-without-options": (["tracking.on_error=warn"], ["tracking.on_error", "tracking (none) takes no"]),
     "unknown-component": (["optimizer=adma"], ["adma", "sgd", "adam", "momentum", "rmsprop"]),
     "unknown-experiment": (["+experiment=nope"], ["nope", "experiment"]),  # the listing: see below
     "layer-shapes-do-not-fit": (

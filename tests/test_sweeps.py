@@ -120,6 +120,24 @@ def test_fail_fast_launches_nothing_after_the_first_failure(tmp_path):
     assert not list(tmp_path.glob("multirun/*/*/1/checkpoint.npz")), "the skipped jobs trained nothing"
 
 
+@pytest.mark.parametrize(
+    ("option", "words"),
+    [
+        ("sweep.rerun=some", ["sweep.rerun='some'", "missing", "all"]),
+        ("sweep.fail_fast=maybe", ["sweep.fail_fast='maybe'", "true or false"]),
+    ],
+)
+def test_bad_sweep_option_stops_the_sweep_before_any_job(tmp_path, option, words):
+    """Hydra only warns about an error raised in a callback and launches the jobs anyway; labnet stops the sweep."""
+    proc = labnet(tmp_path, "-m", "trainer.epochs=1", "optimizer.lr=0.1,0.2", "tracking=none", option)
+    assert proc.returncode == 2, proc.stderr
+    message = proc.stderr.split("labnet: error: ", 1)[1]
+    for word in words:
+        assert word in message, (word, proc.stderr)
+    assert "Traceback" not in proc.stderr and "UserWarning" not in proc.stderr
+    assert not list(tmp_path.glob("multirun/*/*/*/result.json")), "no job ran"
+
+
 def test_large_and_odd_configs_log_within_mlflow_limits(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     extra = "{" + ", ".join(f"k{i}: {i}" for i in range(300)) + "}"

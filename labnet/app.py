@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from labnet import sweep
 from labnet.build import build_model
-from labnet.config import build_component, flatten_config
+from labnet.config import build_component, check_whole, flatten_config
 from labnet.errors import ConfigError, LabnetError
 from labnet.plugins import Registry, get_plugin_manager
 from labnet.sweep import write_result
@@ -68,12 +68,8 @@ def thread_limit(cfg: DictConfig) -> int:
     else (a single run) all cores but one."""
     threads = cfg.trainer.get("threads")
     if threads is not None:
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise ConfigError(
-                f"trainer.threads={threads!r}: must be a whole number >= 1, or null (cores / parallel jobs in a "
-                "sweep, the Ray task's CPUs, or all cores but one)"
-            )
-        return threads
+        auto = ", or null (cores / parallel jobs in a sweep, the Ray task's CPUs, or all cores but one)"
+        return check_whole("trainer.threads", threads, 1, auto)
     ray_cpus = _ray_cpus()
     if ray_cpus:  # a Ray task owns exactly the CPUs it reserved
         return max(1, ray_cpus)
@@ -214,10 +210,7 @@ def _dtype(cfg: DictConfig) -> np.dtype:
 
 
 def _rng(cfg: DictConfig) -> np.random.Generator:
-    seed = cfg.get("seed")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ConfigError(f"seed={seed!r}: must be a whole number >= 0")
-    return np.random.default_rng(seed)
+    return np.random.default_rng(check_whole("seed", cfg.get("seed"), 0))
 
 
 def _save_weights(model, output_dir: Path) -> Path:

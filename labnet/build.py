@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from labnet.config import build_component, constructor_parameters
+from labnet.config import build_component, check_flag, constructor_parameters
 from labnet.data.base import DataSplits
 from labnet.errors import ConfigError, ShapeError
 from labnet.nn.model import Sequential
@@ -81,9 +81,7 @@ def _mlp_options(model_cfg: dict[str, Any]) -> dict[str, Any]:
             f"model.hidden_sizes={hidden!r}: must be a list of whole numbers >= 1, the units of each hidden layer "
             "(e.g. [50] or [100,100]; [] for none)"
         )
-    use_batchnorm = model_cfg.get("use_batchnorm", False)
-    if not isinstance(use_batchnorm, bool):
-        raise ConfigError(f"model.use_batchnorm={use_batchnorm!r}: must be true or false")
+    use_batchnorm = check_flag("model.use_batchnorm", model_cfg.get("use_batchnorm", False))
     accepted = "a number in [0, 1), the share of hidden units dropped; 0 for none"
     dropout = _number(model_cfg, "dropout", accepted)
     if not 0 <= dropout < 1:

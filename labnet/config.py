@@ -28,6 +28,21 @@ RUN_INVARIANT_PREFIXES = (
 COMPONENT_GROUPS: dict[str, str] = {"optimizer": "optimizer", "loss": "loss", "dataset": "dataset"}
 
 
+def check_flag(key: str, value: Any) -> bool:
+    """A config flag as given, or a ConfigError naming ``key`` (``bool("maybe")`` would be True)."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}={value!r}: must be true or false")
+    return value
+
+
+def check_whole(key: str, value: Any, minimum: int, otherwise: str = "") -> int:
+    """A whole-number config value >= ``minimum``, or a ConfigError naming ``key`` (``otherwise``: what else
+    is accepted, e.g. " or null")."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{key}={value!r}: must be a whole number >= {minimum}{otherwise}")
+    return value
+
+
 def config_dirs() -> tuple[Path, Path]:
     """``(conf, experiments)``: inside the installed package (wheel) or at the checkout's top level."""
     package = Path(__file__).resolve().parent

@@ -18,7 +18,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from labnet.config import RUN_INVARIANT_PREFIXES
+from labnet.config import RUN_INVARIANT_PREFIXES, check_flag
 
 SWEEP_ID_ENV = "LABNET_SWEEP_ID"
 SWEEP_DIR_ENV = "LABNET_SWEEP_DIR"
@@ -85,9 +85,7 @@ def check_sweep_options(sweep_cfg: Any) -> None:
             f"sweep.rerun={rerun!r}: accepted are missing (skip jobs already FINISHED in the tracking store, "
             "resume KILLED ones) and all (run every job again)"
         )
-    fail_fast = sweep_cfg.get("fail_fast", False)
-    if not isinstance(fail_fast, bool):
-        raise ConfigError(f"sweep.fail_fast={fail_fast!r}: must be true or false")
+    check_flag("sweep.fail_fast", sweep_cfg.get("fail_fast", False))
 
 
 class SweepConfigError(BaseException):

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from labnet.config import check_flag, check_whole
 from labnet.data.base import DataSplits
 from labnet.errors import ConfigError, TrainingError
 from labnet.nn.losses import Loss
@@ -85,18 +86,11 @@ class TrainerConfig:
 
     def __post_init__(self) -> None:
         for key in ("eval_train", "eval_test", "eval_background", "progress"):
-            if not isinstance(getattr(self, key), bool):
-                raise ConfigError(f"trainer.{key}={getattr(self, key)!r}: must be true or false")
-        for key in ("epochs", "batch_size", "eval_batch_size", "patience", "checkpoint_every"):
-            value = getattr(self, key)
-            if value is None and key == "patience":
-                continue
-            minimum = 0 if key == "checkpoint_every" else 1
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ConfigError(
-                    f"trainer.{key}={value!r}: must be a whole number >= {minimum}"
-                    + (" or null" if key == "patience" else "")
-                )
+            check_flag(f"trainer.{key}", getattr(self, key))
+        for key in ("epochs", "batch_size", "eval_batch_size", "checkpoint_every"):
+            check_whole(f"trainer.{key}", getattr(self, key), 0 if key == "checkpoint_every" else 1)
+        if self.patience is not None:
+            check_whole("trainer.patience", self.patience, 1, " or null")
 
 
 #: an epoch evaluation quicker than this stays in line: copying the weights and handing the work to a

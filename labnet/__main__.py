@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return compare_command(argv[1:])
     try:
-        from labnet.sweep import SweepConfigError, expand_replicates
+        from labnet.sweep import SweepAborted, expand_replicates
 
         argv = expand_replicates(argv)
     except LabnetError as err:
@@ -45,9 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("labnet: interrupted", file=sys.stderr)
         return 130
-    except SweepConfigError as err:
-        print(f"labnet: error: {err.error}", file=sys.stderr)
-        return 2
+    except SweepAborted as aborted:
+        message, code = explain(aborted.error, argv)
+        print(f"labnet: error: {message}", file=sys.stderr)
+        return code
     except Exception as err:
         if debug:
             raise

@@ -258,17 +258,7 @@ def task(cfg: DictConfig) -> float:
     _apply_replicate_seed(cfg)
     if sweep_cfg.get("fail_fast") and (earlier := sweep.failed_earlier()):
         print(f"labnet: job {job} [{overrides}] not run: sweep.fail_fast after {earlier}", file=sys.stderr, flush=True)
-        write_result(
-            output_dir,
-            {
-                "job": job,
-                "overrides": list(hc.overrides.task),
-                "status": "SKIPPED",
-                "error": f"fail_fast after {earlier}",
-                "objective": math.nan,
-                "params": flatten_config(cfg),
-            },
-        )
+        write_result(output_dir, _unrun_result(hc, cfg, "SKIPPED", f"fail_fast after {earlier}"))
         return math.nan
     prior = sweep.prior_runs().get(sweep.config_hash(flatten_config(cfg))) if sweep_cfg.get("rerun") != "all" else None
     if prior and prior.get("status") == "FINISHED":
@@ -304,7 +294,21 @@ def task(cfg: DictConfig) -> float:
     except LabnetError as err:
         print(f"labnet: job {job} [{overrides}] FAILED: {err}", file=sys.stderr, flush=True)
         sweep.mark_failed(job, f"[{overrides}] {err}")
+        if not (output_dir / sweep.RESULT_FILE).is_file():  # it failed before training (config, data, tracking)
+            write_result(output_dir, _unrun_result(hc, cfg, "FAILED", str(err)))
         return math.nan
+
+
+def _unrun_result(hc, cfg: DictConfig, status: str, error: str) -> dict[str, Any]:
+    """The result.json of a sweep job that trained nothing: skipped by fail_fast, or failed before training."""
+    return {
+        "job": hc.job.num,
+        "overrides": list(hc.overrides.task),
+        "status": status,
+        "error": error,
+        "objective": math.nan,
+        "params": flatten_config(cfg),
+    }
 
 
 def _apply_replicate_seed(cfg: DictConfig) -> None:

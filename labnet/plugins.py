@@ -101,16 +101,17 @@ class LabnetPluginManager:
     def blame(self, err: BaseException) -> str:
         """The registered plugin whose code raised ``err`` (from its traceback), as 'name (dist version)'."""
         modules = {getattr(plugin, "__name__", None): name for name, plugin in self.pm.list_name_plugin()}
-        culprit = None
+        exact = near = None  # the deepest frame in a plugin's own module; else in a module of its package
         tb = err.__traceback__
         while tb is not None:
             module = tb.tb_frame.f_globals.get("__name__", "")
             for plugin_module, name in modules.items():
-                if plugin_module and (
-                    module == plugin_module or module.startswith(plugin_module.rsplit(".", 1)[0] + ".")
-                ):
-                    culprit = name
+                if plugin_module == module:
+                    exact = name
+                elif plugin_module and module.startswith(plugin_module.rsplit(".", 1)[0] + "."):
+                    near = name
             tb = tb.tb_next
+        culprit = exact or near
         if culprit is None:
             return "(unknown)"
         return f"{culprit!r} ({self.providers.get(culprit, '?')})"

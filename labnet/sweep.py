@@ -88,9 +88,10 @@ def check_sweep_options(sweep_cfg: Any) -> None:
     check_flag("sweep.fail_fast", sweep_cfg.get("fail_fast", False))
 
 
-class SweepConfigError(BaseException):
-    """A config mistake found when a sweep starts. Hydra turns an ``Exception`` raised in a callback into a
-    warning and launches the jobs anyway, so this carries the ``ConfigError`` past it to ``labnet.__main__``."""
+class SweepAborted(BaseException):
+    """An error that stops a sweep before any job (a config mistake, a tracking store that cannot be reached).
+    Hydra turns an ``Exception`` raised in a callback into a warning and launches the jobs anyway, so this
+    carries the ``LabnetError`` past it to ``labnet.__main__``."""
 
     def __init__(self, error: Exception) -> None:
         super().__init__(str(error))
@@ -103,13 +104,17 @@ class SweepCallback(Callback):
         self.manager = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from labnet.app import plugin_manager_for
-        from labnet.errors import ConfigError
+        from labnet.errors import LabnetError
 
         try:
-            check_sweep_options(config.get("sweep") or {})
-        except ConfigError as err:
-            raise SweepConfigError(err) from err
+            self._start(config)
+        except LabnetError as err:
+            raise SweepAborted(err) from err
+
+    def _start(self, config: DictConfig) -> None:
+        from labnet.app import plugin_manager_for
+
+        check_sweep_options(config.get("sweep") or {})
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         self.sweep = Sweep(id=uuid.uuid4().hex[:12], dir=sweep_dir, cfg=config)

@@ -302,3 +302,29 @@ def test_labnet_plugins_json(builtin_components, installed_plugins):
     assert listed[("layer", "test_scale")] == "labnet-testplugin"
     (broken,) = [b for b in data["broken"] if b["distribution"] == "labnet-brokenplugin"]
     assert "labnet-missing-dependency" in broken["error"]
+
+
+def test_error_deep_in_a_builtin_plugin_blames_the_plugin_whose_hook_raised(tmp_path, monkeypatch):
+    """The MLflow tracker's sweep hook fails inside labnet.tracking.sweep_summary: the tracker is named, not
+    another built-in plugin of the `labnet` package."""
+    from omegaconf import OmegaConf
+
+    import labnet.tracking.sweep_summary as sweep_summary
+    from labnet.plugins import get_plugin_manager
+    from labnet.sweep import Sweep
+
+    def broken_store(client, name):
+        raise RuntimeError("the store refused")
+
+    monkeypatch.setattr(sweep_summary, "find_or_create_experiment", broken_store)
+    for key in ("MLFLOW_TRACKING_URI", "LABNET_MLFLOW_PARENT_RUN_ID"):
+        monkeypatch.delenv(key, raising=False)
+    cfg = OmegaConf.create(
+        {"tracking": {"name": "mlflow", "uri": f"sqlite:///{tmp_path}/mlflow.db"}, "dataset": {"name": "spiral"}}
+    )
+    manager = get_plugin_manager()
+    with pytest.raises(PluginError) as info:
+        manager.call("labnet_sweep_start", sweep=Sweep(id="s1", dir=tmp_path, cfg=cfg))
+    message = str(info.value)
+    assert message.startswith("plugin 'labnet.tracking.mlflow_tracker' (labnet "), message
+    assert "labnet_sweep_start" in message and "the store refused" in message

@@ -138,6 +138,51 @@ def test_bad_sweep_option_stops_the_sweep_before_any_job(tmp_path, option, words
     assert not list(tmp_path.glob("multirun/*/*/*/result.json")), "no job ran"
 
 
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_sweep_into_an_unreachable_server_stops_before_any_job(tmp_path):
+    """At once (MLflow alone would retry the parent run for ~4 minutes), naming the URI and the ways out."""
+    uri = f"http://127.0.0.1:{_closed_port()}"
+    started = time.perf_counter()
+    proc = labnet(tmp_path, "-m", "trainer.epochs=1", "optimizer.lr=0.1,0.2", f"tracking.uri={uri}")
+    assert proc.returncode == 1, proc.stderr
+    assert time.perf_counter() - started < 60
+    message = proc.stderr.split("labnet: error: ", 1)[1]
+    assert f"tracking.uri={uri} cannot be reached" in message and "tracking.on_error=warn" in message
+    assert "UserWarning" not in proc.stderr and "Traceback" not in proc.stderr
+    assert not list(tmp_path.glob("multirun/*/*/*/result.json")), "no job ran"
+
+
+def test_sweep_with_on_error_warn_trains_without_the_unreachable_server(tmp_path):
+    uri = f"http://127.0.0.1:{_closed_port()}"
+    proc = labnet(
+        tmp_path, "-m", "trainer.epochs=1", "optimizer.lr=0.1,0.2", f"tracking.uri={uri}", "tracking.on_error=warn"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "the sweep runs without MLflow" in proc.stderr
+    assert "2 jobs; 2 trained" in proc.stdout
+    for path in tmp_path.glob("multirun/*/*/*/result.json"):
+        result = json.loads(path.read_text())
+        assert result["status"] == "FINISHED" and result["run_id"] is None
+        assert (path.parent / "metrics.json").is_file(), "the metrics are kept next to the run"
+
+
+def test_job_failing_before_training_is_counted_in_the_sweep_report(tmp_path):
+    proc = labnet(tmp_path, "-m", "trainer.epochs=1", "dataset.val_size=-1,60", "tracking=none")
+    assert proc.returncode == 0, proc.stderr
+    assert "2 jobs; 1 trained; 1 failed" in proc.stdout
+    results = {int(p.parent.name): json.loads(p.read_text()) for p in tmp_path.glob("multirun/*/*/*/result.json")}
+    assert results[0]["status"] == "FAILED" and "dataset.val_size=-1" in results[0]["error"]
+    assert results[0]["overrides"] == ["trainer.epochs=1", "dataset.val_size=-1", "tracking=none"]
+    assert results[1]["status"] == "FINISHED"
+
+
 def test_large_and_odd_configs_log_within_mlflow_limits(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     extra = "{" + ", ".join(f"k{i}: {i}" for i in range(300)) + "}"

@@ -50,6 +50,14 @@ def explicit_uri(tracking_cfg) -> str | None:
     return absolute_store_uri(uri) if uri else None
 
 
+def on_error_policy(tracking_cfg) -> str:
+    """``tracking.on_error``: ``fail`` (stop the run, or a sweep before its jobs) or ``warn`` (go on without it)."""
+    policy = tracking_cfg.get("on_error", "fail")
+    if policy not in ("fail", "warn"):
+        raise TrackingError(f"tracking.on_error={policy!r}: accepted are fail, warn")
+    return policy
+
+
 def check_reachable(uri: str | None) -> None:
     """Fail fast, before training, on a store that cannot be reached."""
     if not uri:
@@ -145,9 +153,7 @@ class MlflowRun:
     def __init__(self, run, cfg) -> None:
         self.run, self.cfg = run, cfg
         self.tracking = cfg.tracking
-        self.on_error = self.tracking.get("on_error", "fail")
-        if self.on_error not in ("fail", "warn"):
-            raise TrackingError(f"tracking.on_error={self.on_error!r}: accepted are fail, warn")
+        self.on_error = on_error_policy(self.tracking)
         self.log_every = int(self.tracking.get("log_every") or 0)
         self.error: str | None = None
         self.reported = False  # the error was raised to the user, with where the metrics are kept
@@ -359,8 +365,17 @@ def labnet_run_end(run, status, metrics, model, error):
 def labnet_sweep_start(sweep):
     from labnet.tracking.sweep_summary import start_parent_run
 
-    if sweep.cfg.tracking.name == "mlflow":
-        start_parent_run(sweep)
+    if sweep.cfg.tracking.name != "mlflow":
+        return
+    on_error = on_error_policy(sweep.cfg.tracking)
+    try:  # at once, not after MLflow's ~4 minutes of retries
+        check_reachable(explicit_uri(sweep.cfg.tracking))
+    except TrackingError as err:
+        if on_error == "fail":
+            raise
+        print(f"labnet: warning: {err}; the sweep runs without MLflow (no parent run)", file=sys.stderr)
+        return
+    start_parent_run(sweep)
 
 
 @hookimpl(tryfirst=True)  # completes `results` for the other hooks

@@ -1,6 +1,6 @@
 """Sweep throughput: a 4-job sweep one job after another versus `hydra/launcher=joblib` with 2 jobs at a time.
 
-    python benchmarks/bench_scaleout.py [--repeats 3] [--epochs 4] [--n-jobs 2] [--tracking none|mlflow] [overrides ...]
+    python benchmarks/bench_scaleout.py [--repeats 5] [--epochs 6] [--n-jobs 2] [--tracking none|mlflow] [overrides ...]
 
 Each variant is the whole `python -m labnet -m +experiment=mnist_two_layer trainer.epochs=E optimizer.lr=...`
 command, as a user runs it, in a fresh process, alternating between variants. The sequential sweep runs with
@@ -91,8 +91,8 @@ def load() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=4, help="epochs per job (4: 2,200 steps; the book runs 10,000)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=6, help="epochs per job (6: 3,300 steps; the book runs 10,000)")
     parser.add_argument("--jobs", type=int, default=4, help="jobs in the sweep (learning rates)")
     parser.add_argument("--n-jobs", type=int, default=2, help="parallel jobs of the joblib launcher")
     parser.add_argument("--tracking", default="none", choices=("none", "mlflow"))

@@ -111,6 +111,9 @@ def labnet_run_end(run, status, metrics, model, error) -> None:
 def labnet_sweep_start(sweep) -> None:
     """Called in the launching process before the first job of a multirun starts.
 
+    An error raised here stops the sweep before any job runs (a ``ConfigError`` for a bad option
+    of the plugin's, exit code 2; any other exception is reported naming the plugin, exit code 1).
+
     :param sweep: the sweep (``sweep.id``, ``sweep.dir``, ``sweep.cfg``).
     """
 

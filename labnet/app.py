@@ -121,19 +121,20 @@ def run_experiment(cfg: DictConfig, manager=None, resume_run: dict | None = None
             f"not loaded: {broken.error}",
             file=sys.stderr,
         )
-    manager.call("labnet_configure", cfg=cfg)
     registry = Registry(manager)
     hc = _hydra_runtime()
     output_dir = Path(hc.runtime.output_dir) if hc is not None else Path.cwd()
     dtype, rng = _dtype(cfg), _rng(cfg)
     section = lambda name: OmegaConf.to_container(cfg[name], resolve=True)  # noqa: E731
 
-    dataset = build_component(registry.get("dataset", cfg.dataset.name), "dataset", section("dataset"))
-    data = dataset.load(rng, dtype=dtype)
-    model = build_model(section("model"), data, registry, rng, dtype)
+    # what needs no data is checked before plugins start their slow work: a typo starts no MLflow process
     loss = build_component(registry.get("loss", cfg.loss.name), "loss", section("loss"))
     optimizer = build_component(registry.get("optimizer", cfg.optimizer.name), "optimizer", section("optimizer"))
     tconf = trainer_config(cfg)
+    dataset = build_component(registry.get("dataset", cfg.dataset.name), "dataset", section("dataset"))
+    manager.call("labnet_configure", cfg=cfg)
+    data = dataset.load(rng, dtype=dtype)
+    model = build_model(section("model"), data, registry, rng, dtype)
     run = Run(name=cfg.tracking.get("run_name") or default_run_name(cfg), output_dir=output_dir, cfg=cfg)
     run.info.update(
         dataset=dataset, data=data, loss=loss, optimizer=optimizer, registry=registry, manager=manager, hydra=hc

@@ -64,7 +64,7 @@ def labnet_config_dirs() -> list[str]:
 
 @hookspec
 def labnet_configure(cfg) -> None:
-    """Called once per run as soon as its config is composed, before its data are loaded.
+    """Called once per run when its config has been checked (what needs no data), before its data are loaded.
 
     A plugin starts here the slow work it will need later, so that it overlaps with
     loading the data (the MLflow tracker starts the process that imports MLflow).

@@ -163,6 +163,38 @@ def test_config_mistake_is_named_with_accepted_values(tmp_path, overrides, words
     assert_nothing_trained(tmp_path)
 
 
+def processes_in(folder: Path) -> list[int]:
+    """Processes whose working folder is ``folder`` (Linux /proc): a run's MLflow process outliving it."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and Path(os.readlink(entry / "cwd")) == folder:
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/cwd").exists(), reason="needs Linux's /proc to wait for the MLflow process")
+@pytest.mark.parametrize(
+    "overrides",
+    [["optimizer.lr=0"], ["model.hidden_sizes=[0]"]],
+    ids=["checked-before-plugins-start", "checked-after-the-data-load"],
+)
+def test_config_mistake_with_tracking_leaves_no_store_behind(tmp_path, overrides):
+    """The default tracking (a SQLite store in the folder): a refused run creates no mlflow.db, even once its
+    MLflow process, if it started one, has finished importing and exited."""
+    proc = labnet("trainer.epochs=1", *overrides, cwd=tmp_path)
+    assert proc.returncode == 2, show(proc)
+    deadline = time.monotonic() + 60
+    while processes_in(tmp_path.resolve()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not processes_in(tmp_path.resolve()), "the MLflow process did not exit"
+    assert not list(tmp_path.glob("*.db")), list(tmp_path.iterdir())
+    assert "MLflow database" not in proc.stderr
+    assert_nothing_trained(tmp_path)
+
+
 FAKE_PLUGIN = """
 from pathlib import Path
 

@@ -9,7 +9,7 @@ in ``mlflow_tracker``) writes one JSON message per line to this process's stdin 
 the answers from its stdout:
 
     {"op": "start", "token": ..., ...}           -> {"op": "started", "token": ..., "run_id": ...}
-    {"op": "open", "uri": ...}                   (before the data load: connect to the store)
+    {"op": "open"}                               (before the data load: import MLflow, warm up its slow calls)
     {"op": "metrics", "items": [[key, value, step], ...], "pictures": {...} at the last epoch}
     {"op": "finish", "status": ..., ...}         -> {"op": "finished"}
     any failure of a run                         -> {"op": "error", "message": ...}
@@ -107,11 +107,9 @@ class RunLogger:
 
     def handle(self, message: dict[str, Any]) -> None:
         op = message["op"]
-        if op == "open":
-            try:
-                self._connect(message["uri"])
-            except Exception:  # the run's start tries again and reports what fails
-                pass
+        if op == "open":  # import MLflow while the data load; the store is opened (or created) at the run's start,
+            import mlflow  # noqa: F401  so a run failing before it leaves no mlflow.db behind
+
             self.prepare()
             return
         if op == "start":

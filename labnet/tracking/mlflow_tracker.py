@@ -336,8 +336,8 @@ def experiment_name(cfg) -> str:
 
 @hookimpl
 def labnet_configure(cfg):
-    if cfg.tracking.name == "mlflow":  # MLflow imports and opens its store while the data load
-        TrackingProcess.get().send("open", uri=explicit_uri(cfg.tracking))
+    if cfg.tracking.name == "mlflow":  # MLflow imports while the data load
+        TrackingProcess.get().send("open")
 
 
 @hookimpl

@@ -464,6 +464,39 @@ def test_resume_refuses_pickled_npz(tmp_path):
     assert evil.is_file()
 
 
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (b"hello, not an archive", ["is not a NumPy .npz file"]),
+        (b"", ["is not a NumPy .npz file"]),
+        (b"\x80\x04\x95" + b"\x00" * 16, ["is a pickle", "never loads"]),
+        ("npy", ["single .npy array"]),
+        ("truncated", ["is not a readable .npz file"]),
+    ],
+    ids=["text", "empty", "pickle", "npy", "truncated-npz"],
+)
+def test_checkpoint_that_is_not_an_npz_is_named(tmp_path, content, words):
+    """numpy's own message for most of these is about pickled data, whatever the file holds."""
+    from labnet.errors import DataError
+    from labnet.train.checkpoint import load_npz
+
+    path = tmp_path / "checkpoint.npz"
+    if content == "npy":
+        with path.open("wb") as f:
+            np.save(f, np.ones(3))
+    elif content == "truncated":
+        np.savez(path, W=np.ones((50, 50)))
+        path.write_bytes(path.read_bytes()[:300])
+    else:
+        path.write_bytes(content)
+    with pytest.raises(DataError) as info:
+        load_npz(path)
+    message = str(info.value)
+    assert message.startswith(str(path)), message
+    for word in words:
+        assert word in message, message
+
+
 def test_resume_from_missing_checkpoint(tmp_path):
     proc = labnet("tracking=none", "trainer.epochs=1", "trainer.resume=nowhere/checkpoint.npz", cwd=tmp_path)
     assert proc.returncode != 0, show(proc)

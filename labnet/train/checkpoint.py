@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,14 @@ def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"no such checkpoint or weights file: {path}")
+    with path.open("rb") as f:
+        head = f.read(6)
+    if not head.startswith(b"PK\x03\x04"):  # an .npz is a zip; numpy would take most other files for a pickle
+        what = {
+            b"\x80": "a pickle, which labnet never loads (unpickling can run any code)",
+            b"\x93": "a single .npy array, not an .npz of named arrays",
+        }.get(head[:1], "not a NumPy .npz file")
+        raise DataError(f"{path} is {what}; checkpoints and weights are .npz files of numeric arrays (np.savez)")
     try:
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
@@ -47,7 +56,7 @@ def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
                 "numeric arrays (np.savez of float/int arrays) and refuses pickles for safety"
             ) from None
         raise DataError(f"{path} is not a readable .npz file: {err}") from None
-    except (OSError, EOFError) as err:
+    except (OSError, EOFError, zipfile.BadZipFile) as err:  # e.g. cut short by a full disk
         raise DataError(f"{path} is not a readable .npz file: {err}") from None
 
 

@@ -20,15 +20,15 @@ def main(argv: list[str] | None = None) -> int:
         from labnet.cli_plugins import plugins_command
 
         return plugins_command(argv[1:])
+    if argv and argv[0] == "compare":  # before --help: `labnet compare --help` is compare's own
+        from labnet.compare import compare_command
+
+        return compare_command(argv[1:])
     if "--help" in argv or "-h" in argv:
         from labnet.cli_help import help_text
 
         print(help_text())
         return 0
-    if argv and argv[0] == "compare":
-        from labnet.compare import compare_command
-
-        return compare_command(argv[1:])
     try:
         from labnet.sweep import SweepAborted, expand_replicates
 

@@ -311,3 +311,13 @@ def test_plot_lines_per_optimizer_else_per_categorical_param():
     assert choose_axes(by_activation, ["model.activation", "optimizer.lr"]) == ("optimizer.lr", "model.activation")
     with pytest.raises(ValueError, match="optimizer.lr"):
         choose_axes(rows([{"model.activation": "relu"}, {"model.activation": "tanh"}]), ["model.activation"])
+
+
+def test_compare_help_is_compares_own(tmp_path):
+    """`labnet compare --help` lists compare's options, not the training app's usage."""
+    proc = labnet(tmp_path, "compare", "--help", timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: labnet compare")
+    for option in ("--tracking-uri", "--sweep", "--format", "--plot", "--top"):
+        assert option in proc.stdout
+    assert "config groups" not in proc.stdout

@@ -8,8 +8,10 @@ import importlib.util
 import itertools
 import os
 import shutil
+import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
@@ -125,3 +127,16 @@ def installed(packages: list[str], workdir: Path):
 def install_test_plugins():
     """``installed(packages, workdir)``: a context manager installing test plugin packages for its duration."""
     return installed
+
+
+@pytest.fixture(scope="session")
+def free_port() -> Callable[[], int]:
+    """Picks a loopback TCP port nothing listens on (bound, then released): for the servers tests start, or
+    for a server that is not there."""
+
+    def pick() -> int:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return sock.getsockname()[1]
+
+    return pick

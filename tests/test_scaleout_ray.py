@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,12 +40,6 @@ RAY_ENV = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _ray_cli() -> str:
     beside = Path(sys.executable).with_name("ray")
     return str(beside) if beside.exists() else (shutil.which("ray") or "ray")
@@ -60,7 +53,7 @@ def _driver_env() -> dict:
 
 
 @pytest.fixture(scope="module")
-def ray_head():
+def ray_head(free_port):
     """`ray start --head` on 127.0.0.1 with 2 CPUs, in a folder of its own (where its workers run)."""
     installed_only = {k: v for k, v in _driver_env().items() if k != "PYTHONPATH"}
     probe = subprocess.run(
@@ -72,7 +65,7 @@ def ray_head():
     base = Path(tempfile.mkdtemp(prefix="lnray"))
     head_dir, temp_dir = base / "head", base / "t"
     head_dir.mkdir()
-    port = _free_port()
+    port = free_port()
     # the head's environment is its workers': labnet from the installed packages only, the data folder set
     env = {**installed_only, "LABNET_DATA_DIR": os.environ.get("LABNET_DATA_DIR", "")}
     cmd = [
@@ -81,8 +74,8 @@ def ray_head():
         "--head",
         "--node-ip-address=127.0.0.1",
         f"--port={port}",
-        f"--ray-client-server-port={_free_port()}",
-        f"--dashboard-port={_free_port()}",
+        f"--ray-client-server-port={free_port()}",
+        f"--dashboard-port={free_port()}",
         "--num-cpus=2",
         "--include-dashboard=false",
         "--disable-usage-stats",

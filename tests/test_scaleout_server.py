@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -47,12 +46,6 @@ def _ensure_postgres() -> None:
         _unavailable("PostgreSQL's server binaries (initdb) are not installed: apt-get install postgresql")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _env(**extra: str) -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     env.update(MPLBACKEND="Agg", PYTHON=sys.executable, **extra)
@@ -65,7 +58,7 @@ def _script(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory, free_port):
     """PostgreSQL + `mlflow server` started by the documented script, stopped and deleted afterwards."""
     _ensure_postgres()
     try:
@@ -73,7 +66,7 @@ def server(tmp_path_factory):
     except ImportError:
         _unavailable("psycopg2 is missing: pip install -e '.[server]'")
     folder = tmp_path_factory.mktemp("server")
-    port = _free_port()
+    port = free_port()
     started = time.perf_counter()
     proc = _script("start", "--dir", str(folder), "--port", str(port), "--workers", "1")
     if proc.returncode != 0:

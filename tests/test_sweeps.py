@@ -138,17 +138,9 @@ def test_bad_sweep_option_stops_the_sweep_before_any_job(tmp_path, option, words
     assert not list(tmp_path.glob("multirun/*/*/*/result.json")), "no job ran"
 
 
-def _closed_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def test_sweep_into_an_unreachable_server_stops_before_any_job(tmp_path):
+def test_sweep_into_an_unreachable_server_stops_before_any_job(tmp_path, free_port):
     """At once (MLflow alone would retry the parent run for ~4 minutes), naming the URI and the ways out."""
-    uri = f"http://127.0.0.1:{_closed_port()}"
+    uri = f"http://127.0.0.1:{free_port()}"
     started = time.perf_counter()
     proc = labnet(tmp_path, "-m", "trainer.epochs=1", "optimizer.lr=0.1,0.2", f"tracking.uri={uri}")
     assert proc.returncode == 1, proc.stderr
@@ -159,8 +151,8 @@ def test_sweep_into_an_unreachable_server_stops_before_any_job(tmp_path):
     assert not list(tmp_path.glob("multirun/*/*/*/result.json")), "no job ran"
 
 
-def test_sweep_with_on_error_warn_trains_without_the_unreachable_server(tmp_path):
-    uri = f"http://127.0.0.1:{_closed_port()}"
+def test_sweep_with_on_error_warn_trains_without_the_unreachable_server(tmp_path, free_port):
+    uri = f"http://127.0.0.1:{free_port()}"
     proc = labnet(
         tmp_path, "-m", "trainer.epochs=1", "optimizer.lr=0.1,0.2", f"tracking.uri={uri}", "tracking.on_error=warn"
     )

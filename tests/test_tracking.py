@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -139,22 +138,16 @@ def test_failed_job_is_failed_in_mlflow_and_the_sweep_goes_on(tmp_path, store):
     assert parent.info.status == "FINISHED" and parent.data.tags["labnet.failed_jobs"] == "1"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_unreachable_server_fails_before_training(tmp_path):
-    uri = f"http://127.0.0.1:{_free_port()}"
+def test_unreachable_server_fails_before_training(tmp_path, free_port):
+    uri = f"http://127.0.0.1:{free_port()}"
     proc = labnet(tmp_path, "trainer.epochs=2", f"tracking.uri={uri}")
     assert proc.returncode != 0
     assert uri in proc.stderr and "cannot be reached" in proc.stderr and "Traceback" not in proc.stderr
     assert not list(tmp_path.glob("outputs/*/*/checkpoint.npz")), "no training before the store is reachable"
 
 
-def test_unreachable_server_with_on_error_warn_trains_and_keeps_metrics(tmp_path):
-    uri = f"http://127.0.0.1:{_free_port()}"
+def test_unreachable_server_with_on_error_warn_trains_and_keeps_metrics(tmp_path, free_port):
+    uri = f"http://127.0.0.1:{free_port()}"
     proc = labnet(tmp_path, "trainer.epochs=3", f"tracking.uri={uri}", "tracking.on_error=warn")
     assert proc.returncode == 0, proc.stderr
     assert "warning" in proc.stderr

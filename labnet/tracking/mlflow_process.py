@@ -107,10 +107,8 @@ class RunLogger:
 
     def handle(self, message: dict[str, Any]) -> None:
         op = message["op"]
-        if op == "open":  # import MLflow while the data load; the store is opened (or created) at the run's start,
-            import mlflow  # noqa: F401  so a run failing before it leaves no mlflow.db behind
-
-            self.prepare()
+        if op == "open":  # prepare() imports MLflow while the data load; the store is opened (or created)
+            self.prepare()  # at the run's start, so a run failing before it leaves no mlflow.db behind
             return
         if op == "start":
             self.run_id, self.failed, self.drawn, self.token = None, False, {}, message.get("token")

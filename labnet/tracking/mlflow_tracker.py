@@ -58,6 +58,19 @@ def on_error_policy(tracking_cfg) -> str:
     return policy
 
 
+def reachable_or_warn(tracking_cfg, uri: str | None, without: str) -> bool:
+    """Whether the store at ``uri`` can be reached; if not, a TrackingError (``tracking.on_error=fail``)
+    or a warning that what comes next goes on ``without`` MLflow, and False."""
+    try:
+        check_reachable(uri)
+    except TrackingError as err:
+        if on_error_policy(tracking_cfg) == "fail":
+            raise
+        print(f"labnet: warning: {err}; {without}", file=sys.stderr)
+        return False
+    return True
+
+
 def check_reachable(uri: str | None) -> None:
     """Fail fast, before training, on a store that cannot be reached."""
     if not uri:
@@ -159,12 +172,7 @@ class MlflowRun:
         self.reported = False  # the error was raised to the user, with where the metrics are kept
         self._confusion: dict[str, Any] | None = None  # of the final model, computed once
         uri = explicit_uri(self.tracking)
-        try:
-            check_reachable(uri)
-        except TrackingError as err:
-            if self.on_error == "fail":
-                raise
-            print(f"labnet: warning: {err}; training without MLflow", file=sys.stderr)
+        if not reachable_or_warn(self.tracking, uri, "training without MLflow"):
             self.process = None
             return
         self.process = TrackingProcess.get()
@@ -367,15 +375,10 @@ def labnet_sweep_start(sweep):
 
     if sweep.cfg.tracking.name != "mlflow":
         return
-    on_error = on_error_policy(sweep.cfg.tracking)
-    try:  # at once, not after MLflow's ~4 minutes of retries
-        check_reachable(explicit_uri(sweep.cfg.tracking))
-    except TrackingError as err:
-        if on_error == "fail":
-            raise
-        print(f"labnet: warning: {err}; the sweep runs without MLflow (no parent run)", file=sys.stderr)
-        return
-    start_parent_run(sweep)
+    tracking = sweep.cfg.tracking
+    # checked at once: creating the parent run would spend MLflow's ~4 minutes of retries first
+    if reachable_or_warn(tracking, explicit_uri(tracking), "the sweep runs without MLflow (no parent run)"):
+        start_parent_run(sweep)
 
 
 @hookimpl(tryfirst=True)  # completes `results` for the other hooks

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import sys
+from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,13 +26,30 @@ def main(argv: list[str] | None = None) -> int:
         from labnet.compare import compare_command
 
         return compare_command(argv[1:])
+    if argv and argv[0] == "sync":
+        from labnet.cli.sync import sync_command
+
+        return sync_command(argv[1:])
+    if argv and argv[0] == "resume":
+        from labnet.cli.resume import resume_argv
+
+        if len(argv) < 2 or argv[1] in ("-h", "--help"):
+            print("usage: labnet resume FOLDER [OVERRIDES ...]  (continue an interrupted run in its folder)")
+            return 0 if len(argv) > 1 else 2
+        try:
+            argv = resume_argv(Path(argv[1]), argv[2:])
+        except LabnetError as err:
+            print(f"labnet: error: {err}", file=sys.stderr)
+            return 2
+        print(f"labnet: resuming: labnet {' '.join(argv)}", file=sys.stderr)
     if "--help" in argv or "-h" in argv:
         from labnet.cli_help import help_text
 
         print(help_text())
         return 0
     try:
-        from labnet.sweep import SweepAborted, expand_replicates
+        from labnet.sweep.callback import SweepAborted
+        from labnet.sweep.identity import expand_replicates
 
         argv = expand_replicates(argv)
     except LabnetError as err:
@@ -43,8 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
     except KeyboardInterrupt:
-        print("labnet: interrupted", file=sys.stderr)
-        return 130
+        from labnet.cli.processes import stop_children
+
+        left = stop_children()
+        print("labnet: interrupted" + (f"; stopped {left} worker process(es)" if left else ""), file=sys.stderr)
+        return 143 if _terminated else 130
     except SweepAborted as aborted:
         message, code = explain(aborted.error, argv)
         print(f"labnet: error: {message}", file=sys.stderr)
@@ -60,8 +82,24 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+_terminated = False
+
+
+def _on_sigterm(signum, frame) -> None:
+    """SIGTERM to a sweep's launching process ends it like Ctrl-C: its jobs are stopped, none is left behind."""
+    global _terminated
+    _terminated = True
+    raise KeyboardInterrupt
+
+
 def _run_hydra() -> None:
     import hydra
+
+    from labnet.record.files import register_resolvers
+
+    register_resolvers()
+    if any(a in ("-m", "--multirun") for a in sys.argv[1:]):
+        signal.signal(signal.SIGTERM, _on_sigterm)  # (a single run's trainer handles SIGTERM itself)
 
     from labnet.app import task
     from labnet.config import config_dirs, plugin_config_dirs, register_component_configs

@@ -110,7 +110,7 @@ class Recorder:
         elif self.plot == "train_test_gap":
             from labnet.train.metrics import evaluate
 
-            data, loss = run.info.get("data"), run.info.get("loss")
+            data, loss = run.data, run.loss
             if data is not None and loss is not None:
                 metrics["train_eval_loss"], metrics["train_eval_accuracy"] = evaluate(model, loss, data.train)
 

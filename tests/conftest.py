@@ -18,6 +18,10 @@ from pathlib import Path
 
 import pytest
 
+# runs started by the tests return once MLflow holds them (the tests read it back); the tests of the
+# background sync itself set LABNET_SYNC=background
+os.environ.setdefault("LABNET_SYNC", "wait")
+
 #: ../shared/data next to the repository, as in CI (DESIGN.md, "Data files")
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -140,3 +144,80 @@ def free_port() -> Callable[[], int]:
             return sock.getsockname()[1]
 
     return pick
+
+
+# --------------------------------------------------------------------------- the command line, as a user runs it
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def labnet_env(path: tuple[Path, ...] = (), **extra: str) -> dict[str, str]:
+    """The test process's environment with ``path`` and the repository first on PYTHONPATH and nothing of a
+    sweep or a store leaking in from outside."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [*map(str, path), str(REPO)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+    )
+    for key in ("LABNET_DEBUG", "HYDRA_FULL_ERROR", "LABNET_SWEEP_ID", "LABNET_SWEEP_DIR", "MLFLOW_TRACKING_URI"):
+        env.pop(key, None)
+    env.update(extra)
+    return env
+
+
+def labnet_cli(
+    cwd: Path, *args: str, timeout: float = 300, path: tuple[Path, ...] = (), **env: str
+) -> subprocess.CompletedProcess:
+    """``python -m labnet ARGS`` in ``cwd``, waited for (``path``: folders put first on PYTHONPATH)."""
+    return subprocess.run(
+        [sys.executable, "-m", "labnet", *args],
+        cwd=cwd,
+        env=labnet_env(path, **env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def labnet_start(cwd: Path, *args: str, path: tuple[Path, ...] = (), **env: str) -> subprocess.Popen:
+    """``python -m labnet ARGS`` in ``cwd``, started in a process group of its own (signals reach it and its
+    workers as Ctrl-C in a terminal would), not waited for."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "labnet", *args],
+        cwd=cwd,
+        env=labnet_env(path, **env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+@pytest.fixture(scope="session")
+def cli() -> Callable[..., subprocess.CompletedProcess]:
+    """``cli(cwd, *args, timeout=..., **env)``: run labnet's command line and wait for it."""
+    return labnet_cli
+
+
+@pytest.fixture(scope="session")
+def cli_start() -> Callable[..., subprocess.Popen]:
+    """``cli_start(cwd, *args, **env)``: start labnet's command line in a process group of its own."""
+    return labnet_start
+
+
+def plugin_folder(folder: Path, name: str, source: str) -> Path:
+    """A folder that, on PYTHONPATH, installs the plugin module ``source`` as distribution ``name`` 0.1 (its
+    module and a dist-info with the ``labnet`` entry point): a plugin for command-line runs, without pip."""
+    folder.mkdir(parents=True, exist_ok=True)
+    module = f"{name.replace('-', '_')}_plugin"
+    (folder / f"{module}.py").write_text(source)
+    info = folder / f"{name.replace('-', '_')}-0.1.dist-info"
+    info.mkdir(exist_ok=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[labnet]\n{name} = {module}\n")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def make_plugin() -> Callable[[Path, str, str], Path]:
+    """``make_plugin(folder, name, source)``: see :func:`plugin_folder`."""
+    return plugin_folder

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}/\d{2}-\d{2}-\d{2}$")
+DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}/\d{2}-\d{2}-\d{2}-[0-9a-f]{4}$")  # (a short unique part)
 SUMMARY = re.compile(r"^labnet: (\S+) finished after (\d+) epochs \((\d+) steps\): (.*)$", re.MULTILINE)
 
 

@@ -73,7 +73,7 @@ def make_trainer(tmp_path, background: bool, relu: ReLU | None = None, **options
     folder = tmp_path / ("background" if background else "inline")
     trainer = Trainer(model, loss, optimizer, data, config, rng, hook=manager.hook, checkpoint_path=folder / "c.npz")
     run = Run(name="t", output_dir=folder)
-    run.info.update(data=data, loss=loss, optimizer=optimizer)
+    run.data, run.loss, run.optimizer = data, loss, optimizer
     manager.hook.labnet_run_start(run=run, cfg=None, model=model)
     return trainer, run
 
@@ -198,7 +198,7 @@ def test_an_interrupt_checkpoints_both_epochs_and_resumes_bit_exact(tmp_path):
 def test_auto_evaluates_in_the_background_only_on_a_free_core(monkeypatch, value, cores, jobs, threads, ray, expected):
     from omegaconf import OmegaConf
 
-    from labnet import app
+    from labnet import run_policy as app
 
     monkeypatch.setattr(app.os, "cpu_count", lambda: cores)
     monkeypatch.setattr(app, "parallel_jobs", lambda: jobs)
@@ -210,7 +210,7 @@ def test_auto_evaluates_in_the_background_only_on_a_free_core(monkeypatch, value
 def test_a_bad_eval_background_value_names_the_choices():
     from omegaconf import OmegaConf
 
-    from labnet import app
+    from labnet import run_policy as app
 
     with pytest.raises(ConfigError, match=r"trainer.eval_background='sometimes'.*auto, true, false"):
         app.eval_background(OmegaConf.create({"trainer": {"eval_background": "sometimes"}}))

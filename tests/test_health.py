@@ -50,7 +50,8 @@ class Recorder:
 
 
 def train(cfg, tmp_path: Path, monkeypatch) -> Run:
-    from labnet.app import plugin_manager_for, run_experiment
+    from labnet.run import run_experiment
+    from labnet.run_policy import plugin_manager_for
 
     tmp_path.mkdir(parents=True, exist_ok=True)
     monkeypatch.chdir(tmp_path)
@@ -159,7 +160,7 @@ def test_dead_relu_fraction_counts_units_zero_for_every_probe_sample(dead_units,
     model, data = hand_built(dead_units)
     assert health.dead_fractions(model, data.train.x[:256]) == {1: len(dead_units) / 4}
     run = Run(name="t", output_dir=tmp_path)
-    run.info["data"] = data
+    run.data = data
     health.labnet_run_start(run=run, cfg=None, model=model)
     metrics: dict[str, float] = {}
     health.labnet_epoch_end(run=run, epoch=1, metrics=metrics, model=model)
@@ -205,7 +206,7 @@ def test_histograms_cover_each_hidden_activation_layer(tmp_path):
     )
     run = Run(name="t", output_dir=tmp_path, epoch=4)
     x = np.random.default_rng(1).standard_normal((50, 2))
-    run.info["data"] = DataSplits(Split(x, np.arange(50) % 3), None, None, (2,), 3)
+    run.data = DataSplits(Split(x, np.arange(50) % 3), None, None, (2,), 3)
     cfg = {"health": {"enabled": True, "histograms": True, "histogram_epochs": [2], "probe_size": 256}}
     health.labnet_run_start(run=run, cfg=cfg, model=model)
     monitor = run.info["health"]
@@ -317,7 +318,7 @@ def test_non_finite_parameters_at_an_epochs_end_stop_the_run_naming_the_layer(tm
 
     model, data = hand_built([])
     run = Run(name="t", output_dir=tmp_path, step=42)
-    run.info.update(data=data, loss=SoftmaxCrossEntropy(), optimizer=SGD(lr=3.0))
+    run.data, run.loss, run.optimizer = data, SoftmaxCrossEntropy(), SGD(lr=3.0)
     health.labnet_run_start(run=run, cfg=None, model=model)
     model.layers[2].params["b"][0] = np.inf
     with pytest.raises(TrainingError) as info:

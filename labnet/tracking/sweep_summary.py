@@ -7,6 +7,7 @@ import csv
 import hashlib
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -14,21 +15,26 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from labnet import __version__
-from labnet.sweep import PRIOR_RUNS_FILE
-from labnet.tracking.mlflow_process import find_or_create_experiment
-from labnet.tracking.mlflow_tracker import EXPERIMENT_ENV, PARENT_RUN_ENV, absolute_store_uri, experiment_name
+from labnet.record.journal import owner_alive
+from labnet.record.result import RunResult
+from labnet.sweep.jobs import PRIOR_RUNS_FILE
+from labnet.tracking.mirror import Mirror, find_or_create_experiment
+from labnet.tracking.mlflow_tracker import experiment_name
+from labnet.tracking.store import EXPERIMENT_ENV, PARENT_RUN_ENV, absolute_store_uri
+from labnet.tracking.syncer import pending
 
 
 def start_parent_run(sweep) -> None:
     """Create the store, the experiment and the parent run here, so parallel jobs only attach to them."""
     import mlflow
-    from mlflow.tracking import MlflowClient
 
     uri = sweep.cfg.tracking.get("uri") or os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         mlflow.set_tracking_uri(uri)
     uri = absolute_store_uri(mlflow.get_tracking_uri())
-    client = MlflowClient(uri)
+    mirror = Mirror()
+    client = mirror.client(uri)
+    catch_up(mirror)  # runs of earlier commands whose process died: KILLED with their checkpoints, resumable
     experiment_id = find_or_create_experiment(client, experiment_name(sweep.cfg))
     overrides = sorted(OmegaConf.select(sweep.cfg, "hydra.overrides.task", default=[]) or [])
     sweep_key = hashlib.sha256(json.dumps([experiment_id, overrides]).encode()).hexdigest()[:16]
@@ -66,6 +72,34 @@ def start_parent_run(sweep) -> None:
     os.environ[PARENT_RUN_ENV] = parent.info.run_id
     os.environ[EXPERIMENT_ENV] = experiment_id
     (sweep.dir / "mlflow.json").write_text(json.dumps({"uri": uri, "parent_run_id": parent.info.run_id}))
+
+
+def catch_up(mirror: Mirror) -> None:
+    """Bring MLflow up to date with the runs of this folder whose process has ended."""
+    for marker, folder, uri in pending(Path.cwd()):
+        if not folder.is_dir():
+            marker.unlink(missing_ok=True)
+            continue
+        if owner_alive(folder):
+            continue
+        try:
+            if mirror.sync(folder, uri).complete:
+                marker.unlink(missing_ok=True)
+        except Exception as err:  # left for the background syncer and `labnet sync`
+            print(f"labnet: warning: {folder} could not be synced to MLflow: {err}", file=sys.stderr)
+
+
+def sync_jobs(mirror: Mirror, results: list[RunResult]) -> None:
+    """The jobs' runs, complete in MLflow before the sweep's summary reads them (idempotent: the background
+    syncer may have done it already)."""
+    for result in results:
+        folder = Path(result.output_dir) if result.output_dir else None
+        if folder is None or not (folder / "journal.jsonl").is_file():
+            continue
+        try:
+            result.run_id = mirror.sync(folder).run_id or result.run_id
+        except Exception as err:
+            print(f"labnet: warning: {folder} could not be synced to MLflow: {err}", file=sys.stderr)
 
 
 def prior_runs(client, experiment_id: str) -> dict[str, dict[str, Any]]:
@@ -186,18 +220,20 @@ def results_from_mlflow(client, sweep, known: list[dict[str, Any]]) -> list[dict
         tags, metrics = run.data.tags, run.data.metrics
         objective = tags.get("labnet.objective", "objective")
         found.append(
-            {
-                "job": int(tags.get("labnet.job", -1)),
-                "overrides": tags.get("labnet.overrides", "").split(),
-                "status": run.info.status,
-                "error": tags.get("labnet.error"),
-                "objective_metric": objective,
-                "objective": metrics.get(f"best_{objective}", float("nan")),
-                "metrics": dict(metrics),
-                "params": {k: _param_value(v) for k, v in run.data.params.items() if k != "labnet.plugins"},
-                "run_id": run.info.run_id,
-                "output_dir": tags.get("labnet.output_dir"),
-            }
+            RunResult.from_dict(
+                {
+                    "job": int(tags.get("labnet.job", -1)),
+                    "overrides": tags.get("labnet.overrides", "").split(),
+                    "status": run.info.status,
+                    "error": tags.get("labnet.error"),
+                    "objective_metric": objective,
+                    "objective": metrics.get(f"best_{objective}", float("nan")),
+                    "metrics": dict(metrics),
+                    "params": {k: _param_value(v) for k, v in run.data.params.items() if k != "labnet.plugins"},
+                    "run_id": run.info.run_id,
+                    "output_dir": tags.get("labnet.output_dir"),
+                }
+            )
         )
     return found
 
@@ -207,15 +243,15 @@ def finish_parent_run(sweep, results: list[dict[str, Any]]) -> None:
 
     Jobs missing from ``results`` (their result.json is on another machine) are added to it, in place,
     from their MLflow runs, so the sweep's report counts them too."""
-    from mlflow.tracking import MlflowClient
-
     from labnet.tracking.plots import plot_objective_vs_lr
 
-    client = MlflowClient(sweep.info["mlflow_uri"])
+    mirror = Mirror()
+    client = mirror.client(sweep.info["mlflow_uri"])
     parent = sweep.info["mlflow_parent_run_id"]
     atexit.unregister(_end_interrupted_parent)
+    sync_jobs(mirror, results)
     results.extend(results_from_mlflow(client, sweep, results))
-    results.sort(key=lambda r: r.get("job", 0))
+    results.sort(key=lambda r: r.job)
     rows, _ = summary_rows(results)
     grouped = replicate_groups(rows)
     objective = next((r.get("objective_metric") for r in results if r.get("objective_metric")), "objective")

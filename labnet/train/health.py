@@ -239,9 +239,9 @@ class HealthMonitor:
 
     # -- divergence ---------------------------------------------------------------------------
     def _stop_non_finite(self, run, epoch: int, model) -> None:
-        optimizer = run.info.get("optimizer")
+        optimizer = run.optimizer
         lr = f" with {optimizer.name} lr={optimizer.lr}" if optimizer is not None else ""
-        loss = run.info.get("loss")
+        loss = run.loss
         diagnosis = (
             diagnose_non_finite(model, loss, self.probe_x, self.probe_y)
             if self.probe_x is not None and loss is not None
@@ -333,7 +333,7 @@ def labnet_run_start(run, cfg, model):
     options = HealthOptions.from_cfg(cfg)
     if not options.enabled or getattr(model, "flat_params", None) is None:
         return
-    data = run.info.get("data")
+    data = run.data
     probe_x = probe_y = None
     if data is not None and len(data.train):
         probe_x, probe_y = data.train.x[: options.probe_size], data.train.y[: options.probe_size]

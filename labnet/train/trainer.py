@@ -42,17 +42,34 @@ class Interrupted(Exception):
 
     def __init__(self, signum: int, checkpoint: Path | None) -> None:
         self.signum, self.checkpoint = signum, checkpoint
-        where = f"; resume with trainer.resume={checkpoint}" if checkpoint else ""
+        where = f"; resume it with: labnet resume {checkpoint.parent}" if checkpoint else ""
         super().__init__(f"interrupted by {signal.Signals(signum).name}{where}")
 
 
 @dataclass
 class Run:
-    """What lifecycle hooks see of a run."""
+    """What lifecycle hooks see of a run: what it is made of, where it stands, and each plugin's own state.
+
+    ``output_dir`` is the run's folder (its journal, checkpoint, weights and result); ``info`` is the
+    namespace where plugins keep their own state (``run.info["health"]``) and list extra files to log
+    (``run.info["artifacts"]``).
+    """
 
     name: str
     output_dir: Path
     cfg: Any = None
+    data: DataSplits | None = None
+    dataset: Any = None
+    loss: Loss | None = None
+    optimizer: Optimizer | None = None
+    model: Sequential | None = None
+    registry: Any = None  # labnet.plugins.Registry
+    manager: Any = None  # labnet.plugins.LabnetPluginManager
+    hydra: Any = None  # Hydra's runtime config, when run by Hydra
+    run_key: str = ""  # the run's identity in its journal and its MLflow mirror (kept across resumes)
+    config_hash: str = ""
+    resumed_from_epoch: int | None = None
+    journal: Any = None  # labnet.record.journal.Journal
     epoch: int = 0
     step: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
@@ -136,6 +153,8 @@ class Trainer:
         self.model, self.loss, self.optimizer, self.data = model, loss, optimizer, data
         self.config, self.rng, self.hook = config, rng, hook
         self.checkpoint_path = checkpoint_path
+        #: entries saved with every checkpoint beside the training state (what the run was configured with)
+        self.checkpoint_meta: dict[str, np.ndarray] = {}
         n = len(data.train)
         if config.batch_size > n:
             raise ConfigError(
@@ -169,13 +188,9 @@ class Trainer:
 
     def _run_state(self, run: Run) -> dict[str, np.ndarray]:
         """History, best objective and step count: what the run reported so far."""
-        summary = {
-            "history": run.history,
-            "best_objective": run.best_objective,
-            "best_epoch": run.best_epoch,
-            "step": run.step,
-        }
-        return {"run": ckpt.encode_json(summary)}
+        summary = {"best_objective": run.best_objective, "best_epoch": run.best_epoch, "step": run.step}
+        # not the history: it is in the run's journal, and the checkpoint's cost must not grow with the epochs
+        return {"run": ckpt.encode_json(summary), **self.checkpoint_meta}
 
     def save_checkpoint(self, run: Run, epoch: int, batch_index: int = 0, order=None, sums=(0, 0, 0), training=None):
         """Write the checkpoint; ``training`` is a :meth:`_training_state` taken earlier (an epoch evaluated
@@ -190,6 +205,12 @@ class Trainer:
         state = ckpt.load_npz(path)
         if "epoch" not in state or "rng" not in state:
             raise ConfigError(f"trainer.resume={path} is not a labnet checkpoint (no epoch / rng entries)")
+        epoch, mid_epoch = int(state["epoch"]), bool(state["order"].size)
+        if epoch > self.config.epochs or (epoch == self.config.epochs and not mid_epoch):
+            raise ConfigError(
+                f"trainer.resume={path} was saved after epoch {epoch}, and trainer.epochs={self.config.epochs} "
+                f"leaves nothing to train: resume with trainer.epochs greater than {epoch}"
+            )
         self.model.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model/")})
         self.optimizer.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("optim/")})
         self.rng.bit_generator.state = ckpt.decode_json(state["rng"])
@@ -219,7 +240,7 @@ class Trainer:
         if self._resume is not None:
             st = self._resume
             saved = ckpt.decode_json(st["run"])
-            run.history, run.step = saved["history"], saved["step"]
+            run.step = saved["step"]  # (the history before it comes from the run's journal)
             run.best_objective, run.best_epoch = saved["best_objective"], saved["best_epoch"]
             start_epoch, start_batch = int(st["epoch"]), int(st["batch_index"])
             order = st["order"] if st["order"].size else None

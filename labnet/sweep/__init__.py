@@ -1,0 +1,2 @@
+"""Sweeps: the Hydra callback (``callback``), what makes jobs the same (``identity``), and what each
+job of a multirun does before it trains: skip, resume, stop after a failure (``jobs``)."""

@@ -1,0 +1,52 @@
+"""What makes two jobs the same, and how a job finds its sweep (it may run in another process)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any
+
+from labnet.config import RUN_INVARIANT_PREFIXES
+
+SWEEP_ID_ENV = "LABNET_SWEEP_ID"
+SWEEP_DIR_ENV = "LABNET_SWEEP_DIR"
+HASH_EXCLUDED_PREFIXES = RUN_INVARIANT_PREFIXES
+
+
+def current_sweep_id() -> str | None:
+    return os.environ.get(SWEEP_ID_ENV)
+
+
+def current_sweep_dir() -> str | None:
+    return os.environ.get(SWEEP_DIR_ENV)
+
+
+def config_hash(flat: dict[str, Any]) -> str:
+    """A stable hash of a job's resolved, flattened config (what it computes, not how it is tracked)."""
+    kept = {k: v for k, v in flat.items() if not k.startswith(HASH_EXCLUDED_PREFIXES)}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def replicate_seed(base_seed: int, replicate: int) -> int:
+    """Replicate 0 keeps the base seed; others get independent seeds derived from it."""
+    if replicate == 0:
+        return int(base_seed)
+    import numpy as np
+
+    return int(np.random.SeedSequence([int(base_seed), int(replicate)]).generate_state(1)[0])
+
+
+def expand_replicates(argv: list[str]) -> list[str]:
+    """``-m ... sweep.replicates=N`` -> add ``sweep.replicate=range(0,N)`` so Hydra runs N jobs per configuration."""
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    for arg in argv:
+        if arg.startswith("sweep.replicates="):
+            value = arg.split("=", 1)[1]
+            if not value.isdigit() or int(value) < 1:
+                from labnet.errors import ConfigError
+
+                raise ConfigError(f"sweep.replicates={value!r}: must be a whole number >= 1")
+            if multirun and int(value) > 1 and not any(a.startswith("sweep.replicate=") for a in argv):
+                return [*argv, f"sweep.replicate=range(0,{int(value)})"]
+    return argv

@@ -1,0 +1,100 @@
+"""The MLflow store a run goes to: its URI, whether it can be reached, and the lock around creating it."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sys
+import urllib.request
+from pathlib import Path
+
+from labnet.errors import TrackingError
+
+PARENT_RUN_ENV = "LABNET_MLFLOW_PARENT_RUN_ID"
+EXPERIMENT_ENV = "LABNET_MLFLOW_EXPERIMENT_ID"
+SQLITE = "sqlite:///"
+
+
+def absolute_store_uri(uri: str) -> str:
+    """A relative ``sqlite:///file`` made absolute, so jobs running in other folders (Ray) find the same store."""
+    if uri.startswith(SQLITE) and not uri[len(SQLITE) :].startswith("/"):
+        return SQLITE + str(Path(uri[len(SQLITE) :]).expanduser().resolve())
+    return uri
+
+
+def explicit_uri(tracking_cfg) -> str | None:
+    """``tracking.uri``, else ``MLFLOW_TRACKING_URI``; inside a sweep the store its parent run lives in."""
+    if os.environ.get(PARENT_RUN_ENV) and os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    uri = tracking_cfg.get("uri") or os.environ.get("MLFLOW_TRACKING_URI") or None
+    return absolute_store_uri(uri) if uri else None
+
+
+def sqlite_path(uri: str) -> Path | None:
+    if not uri.startswith(SQLITE):
+        return None
+    return Path(uri[len(SQLITE) :].split("?")[0]).expanduser().resolve()
+
+
+def on_error_policy(tracking_cfg) -> str:
+    """``tracking.on_error``: ``fail`` (stop the run, or a sweep before its jobs) or ``warn`` (go on without it)."""
+    from labnet.errors import ConfigError
+
+    policy = tracking_cfg.get("on_error", "fail")
+    if policy not in ("fail", "warn"):
+        raise ConfigError(f"tracking.on_error={policy!r}: accepted are fail, warn")
+    return policy
+
+
+def check_reachable(uri: str | None) -> None:
+    """Fail fast, before training, on a store that cannot be reached."""
+    if not uri:
+        return
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5) as response:
+                response.read()
+        except Exception as err:
+            raise TrackingError(
+                f"the MLflow tracking server at tracking.uri={uri} cannot be reached ({err}); start it, fix "
+                "tracking.uri, or train without it: tracking.on_error=warn (the run is recorded in its folder "
+                "and `labnet sync` uploads it later) or tracking=none"
+            ) from None
+    elif (path := sqlite_path(uri)) is not None:
+        folder = path.parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK):
+            raise TrackingError(
+                f"tracking.uri={uri}: the folder {folder} does not exist or is not writable; "
+                "point tracking.uri at a writable place, or use tracking=none"
+            )
+
+
+def reachable_or_warn(tracking_cfg, uri: str | None, without: str) -> bool:
+    """Whether the store at ``uri`` can be reached; if not, a TrackingError (``tracking.on_error=fail``)
+    or a warning that what comes next goes on ``without`` MLflow, and False."""
+    try:
+        check_reachable(uri)
+    except TrackingError as err:
+        if on_error_policy(tracking_cfg) == "fail":
+            raise
+        print(f"labnet: warning: {err}; {without}", file=sys.stderr)
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def store_lock(uri: str):
+    """Held while a SQLite store is opened for the first time by a process: MLflow creates and migrates its
+    tables on first use, and two processes doing it at once fail ('table experiments already exists')."""
+    path = sqlite_path(uri)
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(str(path) + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

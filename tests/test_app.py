@@ -409,9 +409,9 @@ def test_early_stopping(tmp_path):
 def test_blas_threads_fit_the_launcher(monkeypatch, threads, launcher, expected):
     from omegaconf import OmegaConf
 
-    import labnet.app as app
+    import labnet.run_policy as app
 
-    monkeypatch.setattr(app, "_hydra_runtime", lambda: OmegaConf.create({"launcher": launcher}))
+    monkeypatch.setattr(app, "hydra_runtime", lambda: OmegaConf.create({"launcher": launcher}))
     monkeypatch.setattr(app, "in_multirun", lambda: True)
     assert app.thread_limit(OmegaConf.create({"trainer": {"threads": threads}})) == expected
 
@@ -420,7 +420,7 @@ def test_blas_threads_fit_the_launcher(monkeypatch, threads, launcher, expected)
 def test_bad_thread_count_is_named(threads):
     from omegaconf import OmegaConf
 
-    from labnet.app import thread_limit
+    from labnet.run_policy import thread_limit
     from labnet.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"trainer\.threads=.*whole number >= 1, or null"):
@@ -430,9 +430,9 @@ def test_bad_thread_count_is_named(threads):
 def test_a_single_run_leaves_a_core_free(monkeypatch):
     from omegaconf import OmegaConf
 
-    import labnet.app as app
+    import labnet.run_policy as app
 
-    monkeypatch.setattr(app, "_hydra_runtime", lambda: None)
+    monkeypatch.setattr(app, "hydra_runtime", lambda: None)
     cfg = OmegaConf.create({"trainer": {"threads": None}})
     for cores, threads in ((8, 7), (2, 1), (1, 1)):
         monkeypatch.setattr(os, "cpu_count", lambda cores=cores: cores)
@@ -444,10 +444,10 @@ def test_joblib_n_jobs_counts_as_joblib_does(monkeypatch, n_jobs, jobs, threads)
     """n_jobs=-1 is every core, -2 all but one (joblib's rule): each job then gets one BLAS thread, not cores - 1."""
     from omegaconf import OmegaConf
 
-    import labnet.app as app
+    import labnet.run_policy as app
 
     monkeypatch.setattr(os, "cpu_count", lambda: 8)
-    monkeypatch.setattr(app, "_hydra_runtime", lambda: OmegaConf.create({"launcher": {"n_jobs": n_jobs}}))
+    monkeypatch.setattr(app, "hydra_runtime", lambda: OmegaConf.create({"launcher": {"n_jobs": n_jobs}}))
     monkeypatch.setattr(app, "in_multirun", lambda: True)
     assert app.parallel_jobs() == jobs
     assert app.thread_limit(OmegaConf.create({"trainer": {"threads": None}})) == threads

@@ -21,6 +21,7 @@ import logging
 import os
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -173,6 +174,7 @@ class Mirror:
             status = state.end["status"]
         sync_state["complete"] = state.ended and sync_state["done"] == len(read_records(folder))
         sync_state.pop("error", None)
+        sync_state.pop("error_time", None)
         _write_sync_state(folder, sync_state)
         return SyncOutcome(folder, run_id, status, sync_state["complete"])
 
@@ -295,7 +297,8 @@ def save_model(model_dir: Path, weights: Path, spec: Path) -> None:
 def record_sync_error(folder: Path, err: BaseException) -> None:
     """Keep why a folder could not be synced (the next labnet command here says so)."""
     state = _read_sync_state(Path(folder))
-    state["error"] = f"{type(err).__name__}: {err}"[:500]
+    state["error"] = str(err)[:1000] if isinstance(err, TrackingError) else f"{type(err).__name__}: {err}"[:1000]
+    state["error_time"] = time.time()
     _write_sync_state(Path(folder), state)
 
 

@@ -102,7 +102,7 @@ def labnet_run_start(run, cfg, model):
     mode = sync_mode(tracking)
     if mode != "later" and reachable:
         ensure_syncer(_workdir())
-    if mode == "wait":
+    if mode == "wait" and reachable:
         run.info.setdefault("after_end", []).append(lambda: wait_until_synced(run.output_dir, tracking))
 
 

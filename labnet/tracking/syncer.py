@@ -25,6 +25,7 @@ from pathlib import Path
 
 from labnet.record.files import atomic_write_text
 from labnet.record.journal import owner_alive
+from labnet.record.result import SYNC_STATE_FILE
 from labnet.tracking.mirror import record_sync_error
 
 STATE_DIR = ".labnet"
@@ -92,6 +93,10 @@ def ensure_syncer(workdir: Path) -> None:
         "OPENBLAS_NUM_THREADS": "1",  # it draws pictures and copies files; the cores are the training's
         "OMP_NUM_THREADS": "1",
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        # a server that is down fails a sync in seconds (the syncer tries again itself), not after MLflow's
+        # minutes of retries
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1"),
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT", "10"),
     }
     log = open(Path(workdir) / STATE_DIR / "syncer.log", "ab")  # noqa: SIM115 (handed to the child)
     with log:
@@ -108,18 +113,28 @@ def ensure_syncer(workdir: Path) -> None:
 
 
 def wait_for(workdir: Path, folders: list[Path], timeout: float) -> bool:
-    """Wait until the runs in ``folders`` are mirrored (their markers gone); False after ``timeout`` s."""
+    """Wait until the runs in ``folders`` are mirrored (their markers gone); False after ``timeout`` s, or as
+    soon as the syncer failed on one of them after it ended (the store is down, locked, broken)."""
     wanted = {Path(f).resolve() for f in folders}
+    since = time.time()
     deadline = time.monotonic() + timeout
     while True:
         left = [f for _, f, _ in pending(workdir) if f.resolve() in wanted]
         if not left:
             return True
-        if time.monotonic() > deadline:
+        if time.monotonic() > deadline or any(_failed_since(f, since) for f in left):
             return False
         if not syncer_running(workdir):
             ensure_syncer(workdir)
         time.sleep(0.1)
+
+
+def _failed_since(folder: Path, since: float) -> bool:
+    try:
+        state = json.loads((folder / SYNC_STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return bool(state.get("error")) and state.get("error_time", 0) >= since
 
 
 class Syncer:

@@ -203,7 +203,11 @@ class FusedTrainer:
             seen = sizes[:done].sum()
             if self.members[j].status == "RUNNING":
                 train_loss = float(np.dot(losses[:done, j], sizes[:done]) / seen)
-                out[j] = {"train_loss": train_loss, "train_accuracy": correct[j] / seen, "epoch_seconds": elapsed}
+                out[j] = {
+                    "train_loss": train_loss,
+                    "train_accuracy": float(correct[j] / seen),
+                    "epoch_seconds": elapsed,
+                }
         return out
 
     def _diverged(self, value: np.ndarray, epoch: int, b: int, x, y, shared: bool) -> None:

@@ -16,6 +16,12 @@ import numpy as np
 from labnet.errors import ConfigError
 
 
+def _sqrt(x):
+    """math.sqrt of a float (a Python float stays a weak scalar: float32 arithmetic stays float32), np.sqrt of
+    per-member hyperparameters (arrays, labnet.fused)."""
+    return math.sqrt(x) if isinstance(x, float) else np.sqrt(x)
+
+
 class Optimizer:
     name: ClassVar[str] = ""
     #: the state slots this optimizer keeps per parameter
@@ -198,9 +204,8 @@ class Adam(Optimizer):
 
     def update(self, key, p, g):
         m, v, tmp = self.slot("m_sum", key, p), self.slot("v_sum", key, p), self._buffer("tmp", key, p)
-        # np.sqrt, not math.sqrt: the hyperparameters may be per-member arrays (labnet.fused), same rounding
-        root = np.sqrt(1.0 - self.beta2)  # sqrt(v) = root * sqrt(v_sum)
-        lr_t = self.lr * np.sqrt(1.0 - self.beta2**self.t) / (1.0 - self.beta1**self.t) * (1.0 - self.beta1) / root
+        root = _sqrt(1.0 - self.beta2)  # sqrt(v) = root * sqrt(v_sum)
+        lr_t = self.lr * _sqrt(1.0 - self.beta2**self.t) / (1.0 - self.beta1**self.t) * (1.0 - self.beta1) / root
         m *= self.beta1
         m += g
         v *= self.beta2

@@ -16,10 +16,19 @@ import numpy as np
 from labnet.errors import ConfigError
 
 
+def _sqrt(x):
+    """math.sqrt of a float (a Python float stays a weak scalar: float32 arithmetic stays float32), np.sqrt of
+    per-member hyperparameters (arrays, labnet.fused)."""
+    return math.sqrt(x) if isinstance(x, float) else np.sqrt(x)
+
+
 class Optimizer:
     name: ClassVar[str] = ""
     #: the state slots this optimizer keeps per parameter
     slots: ClassVar[tuple[str, ...]] = ()
+    #: True when ``update`` is elementwise and its arithmetic also holds with every float hyperparameter an
+    #: array broadcast over a leading member axis: labnet.fused then steps a sweep's members as one stack
+    stackable: ClassVar[bool] = False
 
     def __init__(self, lr: float = 0.01, weight_decay: float = 0.0) -> None:
         if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
@@ -36,7 +45,8 @@ class Optimizer:
         self.t += 1
         for key, p in params.items():
             g = grads[key]
-            if self.weight_decay:  # g + weight_decay * p, in a kept buffer: no temporary per step
+            decay = self.weight_decay  # a float, or per-member values (an array, labnet.fused)
+            if decay if type(decay) is float else decay.any():  # g + decay * p, in a kept buffer: no temporary
                 decayed = np.multiply(p, self.weight_decay, out=self._buffer("wd", key, p))
                 g = np.add(decayed, g, out=decayed)
             self.update(key, p, g)
@@ -84,6 +94,7 @@ class SGD(Optimizer):
     """p -= lr * g"""
 
     name = "sgd"
+    stackable = True
 
     def update(self, key, p, g):
         tmp = np.multiply(g, self.lr, out=self._buffer("tmp", key, p))
@@ -94,6 +105,7 @@ class Momentum(Optimizer):
     """v = momentum * v - lr * g;  p += v"""
 
     name = "momentum"
+    stackable = True
     slots = ("v",)
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 0.0) -> None:
@@ -112,6 +124,7 @@ class Nesterov(Momentum):
     v = m*v - lr*g;  p += m*m*v - (1+m)*lr*g"""
 
     name = "nesterov"
+    stackable = True
 
     def update(self, key, p, g):
         v, m = self.slot("v", key, p), self.momentum
@@ -126,6 +139,7 @@ class AdaGrad(Optimizer):
     """h += g²;  p -= lr * g / (sqrt(h) + 1e-7)"""
 
     name = "adagrad"
+    stackable = True
     slots = ("h",)
     eps = 1e-7
 
@@ -143,6 +157,7 @@ class RMSprop(Optimizer):
     """h = decay_rate * h + (1 - decay_rate) * g²;  p -= lr * g / (sqrt(h) + 1e-7)"""
 
     name = "rmsprop"
+    stackable = True
     slots = ("h",)
     eps = 1e-7
 
@@ -176,6 +191,7 @@ class Adam(Optimizer):
     """
 
     name = "adam"
+    stackable = True
     slots = ("m_sum", "v_sum")
     eps = 1e-7
 
@@ -188,8 +204,8 @@ class Adam(Optimizer):
 
     def update(self, key, p, g):
         m, v, tmp = self.slot("m_sum", key, p), self.slot("v_sum", key, p), self._buffer("tmp", key, p)
-        root = math.sqrt(1.0 - self.beta2)  # sqrt(v) = root * sqrt(v_sum)
-        lr_t = self.lr * math.sqrt(1.0 - self.beta2**self.t) / (1.0 - self.beta1**self.t) * (1.0 - self.beta1) / root
+        root = _sqrt(1.0 - self.beta2)  # sqrt(v) = root * sqrt(v_sum)
+        lr_t = self.lr * _sqrt(1.0 - self.beta2**self.t) / (1.0 - self.beta1**self.t) * (1.0 - self.beta1) / root
         m *= self.beta1
         m += g
         v *= self.beta2

@@ -35,6 +35,7 @@ from labnet.nn.model import Sequential
 from labnet.nn.optimizers import Optimizer
 from labnet.train import checkpoint as ckpt
 from labnet.train.metrics import evaluate, labels_of, predicted_labels
+from labnet.train.objective import record_objective
 
 
 class Interrupted(Exception):
@@ -113,10 +114,6 @@ class TrainerConfig:
 #: an epoch evaluation quicker than this stays in line: copying the weights and handing the work to a
 #: thread cost ~0.3 ms (the spiral run's 150 validation samples take 0.05 ms; MNIST's 5,000 take ~8 ms)
 BACKGROUND_MIN_SECONDS = 0.002
-
-
-def _minimizes(metric: str) -> bool:
-    return "loss" in metric
 
 
 @dataclass
@@ -451,15 +448,7 @@ class Trainer:
                 run=run, epoch=epoch, metrics=metrics, model=self.model if model is None else model
             )
         run.history.append(metrics)
-        value = metrics[run.objective_metric]
-        better = (value < run.best_objective) if _minimizes(run.objective_metric) else (value > run.best_objective)
-        if math.isnan(run.best_objective) or better:
-            run.best_objective, run.best_epoch = value, epoch
-        elif cfg.patience and epoch - run.best_epoch >= cfg.patience:
-            run.stop_reason = (
-                f"early stopping: {run.objective_metric} did not improve for {cfg.patience} epochs "
-                f"(best {run.best_objective:.4f} at epoch {run.best_epoch})"
-            )
+        record_objective(run, epoch, metrics[run.objective_metric], cfg.patience)
         if cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0:
             self.save_checkpoint(run, epoch, training=training)
         if cfg.progress and sys.stderr.isatty():

@@ -1,0 +1,153 @@
+"""A fused group from composed configs: each member built exactly as its single run would be, then trained as
+one stacked model, or member by member when a layer or optimizer has no stacked form.
+
+What a launcher calls::
+
+    group = FusedGroup(members=[cfg_1, ..., cfg_k])      # composed labnet configs of jobs that fuse
+    finals = group.fit(on_epoch_end=callback)             # callback(member, run, epoch, metrics)
+    group.member_state(j)   # {"model": state_dict, "optim": optimizer state_dict}: checkpoint, weights.npz
+    group.status(j)         # ("FINISHED" | "FAILED", error message or None)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from labnet.build import build_model
+from labnet.config import build_component, flatten_config
+from labnet.errors import ConfigError, LabnetError
+from labnet.fused.grouping import differing_keys, fusible_groups
+from labnet.fused.losses import stacked_loss
+from labnet.fused.model import StackedModel, unstackable_layers
+from labnet.fused.optimizers import StackedOptimizer, stackable
+from labnet.fused.trainer import EpochCallback, FusedTrainer
+from labnet.plugins import Registry
+from labnet.train.trainer import Run, Trainer
+
+
+class FusedGroup:
+    """The members of one fused group, built and ready to train.
+
+    :param members: composed configs (OmegaConf) of jobs that :func:`fusible_groups` puts in one group.
+    :param output_dirs: each member's run folder (for its :class:`Run`); the current folder by default.
+    """
+
+    def __init__(self, members: Sequence[DictConfig], manager=None, output_dirs: Sequence[Path] | None = None) -> None:
+        from labnet.app import _dtype, _rng, default_run_name, plugin_manager_for, trainer_config
+
+        self.cfgs = list(members)
+        flats = [flatten_config(cfg) for cfg in self.cfgs]
+        if len(fusible_groups(flats)) != 1:
+            odd = next(i for i in range(1, len(flats)) if differing_keys(flats[0], flats[i]))
+            raise ConfigError(
+                f"jobs 0 and {odd} cannot be fused: they differ in {', '.join(differing_keys(flats[0], flats[odd]))}"
+            )
+        self.manager = manager or plugin_manager_for(self.cfgs[0])
+        registry = Registry(self.manager)
+        section = lambda cfg, name: OmegaConf.to_container(cfg[name], resolve=True)  # noqa: E731
+        cfg0, self.dtype = self.cfgs[0], _dtype(self.cfgs[0])
+        self.config = trainer_config(cfg0)
+        dataset = build_component(registry.get("dataset", cfg0.dataset.name), "dataset", section(cfg0, "dataset"))
+        self.losses, self.optimizers, self.rngs, self.data, self.models, self.runs = [], [], [], [], [], []
+        loaded: dict[int, tuple] = {}  # seed -> (splits, generator state after loading them)
+        for j, cfg in enumerate(self.cfgs):
+            self.losses.append(build_component(registry.get("loss", cfg.loss.name), "loss", section(cfg, "loss")))
+            optimizer_cls = registry.get("optimizer", cfg.optimizer.name)
+            self.optimizers.append(build_component(optimizer_cls, "optimizer", section(cfg, "optimizer")))
+            rng = _rng(cfg)
+            if cfg.seed in loaded:  # the same seed carves the same split: load once, continue the same stream
+                data, state = loaded[cfg.seed]
+                rng.bit_generator.state = state
+            else:
+                data = dataset.load(rng, dtype=self.dtype)
+                loaded[cfg.seed] = (data, rng.bit_generator.state)
+            self.rngs.append(rng)
+            self.data.append(data)
+            self.models.append(build_model(section(cfg, "model"), data, registry, rng, self.dtype))
+            out = Path(output_dirs[j]) if output_dirs else Path.cwd()
+            self.runs.append(Run(name=cfg.tracking.get("run_name") or default_run_name(cfg), output_dir=out, cfg=cfg))
+        # the checks a single run makes of its trainer options against its data (batch size, objective)
+        Trainer(self.models[0], self.losses[0], self.optimizers[0], self.data[0], self.config, self.rngs[0])
+        self.why_member_by_member = self._why_not_stacked()
+        self._trainer: FusedTrainer | None = None
+        self._results: list[tuple[str, str | None]] | None = None
+
+    def _why_not_stacked(self) -> str | None:
+        """Why this group cannot train as one stacked model (None: it can)."""
+        layers = unstackable_layers(self.models[0])
+        if layers:
+            return f"no stacked form for {', '.join(layers)}"
+        odd = sorted({o.name for o in self.optimizers if not stackable(type(o))})
+        if odd:
+            return f"optimizer {', '.join(odd)} does not declare stackable = True"
+        return None
+
+    # -- training -----------------------------------------------------------------------
+    def fit(self, on_epoch_end: EpochCallback | None = None) -> list[dict[str, float]]:
+        """Train every member; each one's final metrics, in member order."""
+        if self.why_member_by_member is not None:
+            return self._fit_member_by_member(on_epoch_end)
+        # members of one optimizer class next to each other: each class is one run of the stacked optimizer
+        order = sorted(range(len(self.cfgs)), key=lambda j: type(self.optimizers[j]).__name__)
+        self.order = order
+        model = StackedModel([self.models[j] for j in order])
+        optimizer = StackedOptimizer([self.optimizers[j] for j in order], model.param_segments, model.grad_segments)
+        self._trainer = FusedTrainer(
+            model,
+            stacked_loss([self.losses[j] for j in order]),
+            optimizer,
+            [self.data[j] for j in order],
+            self.config,
+            [self.rngs[j] for j in order],
+            [self.runs[j] for j in order],
+        )
+        callback = None if on_epoch_end is None else lambda s, run, epoch, m: on_epoch_end(order[s], run, epoch, m)
+        finals = self._trainer.fit(callback)
+        by_member = [{}] * len(order)
+        for s, j in enumerate(order):
+            by_member[j] = finals[s]
+        return by_member
+
+    def _fit_member_by_member(self, on_epoch_end: EpochCallback | None) -> list[dict[str, float]]:
+        """One single-run trainer per member, in this process (one start-up, one data load)."""
+        finals, self._results = [], []
+        for j in range(len(self.cfgs)):
+            relay = None if on_epoch_end is None else _EpochRelay(j, on_epoch_end)
+            trainer = Trainer(
+                self.models[j], self.losses[j], self.optimizers[j], self.data[j], self.config, self.rngs[j], relay
+            )
+            try:
+                finals.append(trainer.fit(self.runs[j]))
+                self._results.append(("FINISHED", None))
+            except LabnetError as err:  # (a diverged member) the others train on
+                finals.append(dict(self.runs[j].history[-1]) if self.runs[j].history else {})
+                self._results.append(("FAILED", str(err)))
+        return finals
+
+    # -- members ------------------------------------------------------------------------
+    def member_state(self, j: int) -> dict[str, dict[str, np.ndarray]]:
+        """Member j's ``{"model": state_dict, "optim": optimizer state_dict}``, as its single run would save."""
+        if self._trainer is None:
+            return {"model": self.models[j].state_dict(), "optim": self.optimizers[j].state_dict()}
+        return self._trainer.member_state(self.order.index(j))
+
+    def status(self, j: int) -> tuple[str, str | None]:
+        """(``FINISHED`` or ``FAILED``, the error) of member j after :meth:`fit`."""
+        if self._trainer is None:
+            return self._results[j]
+        member = self._trainer.members[self.order.index(j)]
+        return member.status, member.error
+
+
+class _EpochRelay:
+    """The single trainer's hook relay, forwarding epoch ends to a fused group's callback."""
+
+    def __init__(self, member: int, callback: EpochCallback) -> None:
+        self.member, self.callback = member, callback
+
+    def labnet_epoch_end(self, run, epoch, metrics, model=None):
+        self.callback(self.member, run, epoch, metrics)

@@ -420,8 +420,8 @@ def test_blas_threads_fit_the_launcher(monkeypatch, threads, launcher, expected)
 def test_bad_thread_count_is_named(threads):
     from omegaconf import OmegaConf
 
-    from labnet.run_policy import thread_limit
     from labnet.errors import ConfigError
+    from labnet.run_policy import thread_limit
 
     with pytest.raises(ConfigError, match=r"trainer\.threads=.*whole number >= 1, or null"):
         thread_limit(OmegaConf.create({"trainer": {"threads": threads}}))

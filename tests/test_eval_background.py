@@ -92,12 +92,7 @@ def assert_same_run(a: tuple[Trainer, Run], b: tuple[Trainer, Run]) -> None:
     saved_a, saved_b = ckpt.load_npz(ta.checkpoint_path), ckpt.load_npz(tb.checkpoint_path)
     assert sorted(saved_a) == sorted(saved_b)
     for key in saved_a:
-        if key == "run":  # its history holds epoch_seconds
-            run_a, run_b = ckpt.decode_json(saved_a[key]), ckpt.decode_json(saved_b[key])
-            assert reported(run_a.pop("history")) == reported(run_b.pop("history"))
-            assert run_a == run_b
-        else:
-            np.testing.assert_array_equal(saved_a[key], saved_b[key], err_msg=key)
+        np.testing.assert_array_equal(saved_a[key], saved_b[key], err_msg=key)
 
 
 def test_a_background_run_reports_and_checkpoints_every_epoch_exactly_as_inline(tmp_path):
@@ -149,7 +144,7 @@ def test_a_failure_in_the_next_epoch_keeps_the_evaluated_one(tmp_path):
     with pytest.raises(TrainingError, match="epoch 2"):
         trainer.fit(run)
     assert len(run.history) == 1 and "val_accuracy" in run.history[0]
-    assert ckpt.decode_json(ckpt.load_npz(trainer.checkpoint_path)["run"])["history"][0]["epoch_seconds"] > 0
+    assert int(ckpt.load_npz(trainer.checkpoint_path)["epoch"]) == 1  # the evaluated epoch's checkpoint
 
 
 def test_an_interrupt_checkpoints_both_epochs_and_resumes_bit_exact(tmp_path):
@@ -164,10 +159,11 @@ def test_an_interrupt_checkpoints_both_epochs_and_resumes_bit_exact(tmp_path):
         trainer.fit(run)
     saved = ckpt.load_npz(trainer.checkpoint_path)
     assert int(saved["epoch"]) == 4 and int(saved["batch_index"]) == 4  # (checked before the next batch)
-    assert len(ckpt.decode_json(saved["run"])["history"]) == 3  # epoch 3, evaluated meanwhile, is in it
+    assert len(run.history) == 3  # epoch 3, evaluated meanwhile, was reported before the checkpoint
 
     resumed, resumed_run = make_trainer(tmp_path / "again", True)
     resumed.resume_from(trainer.checkpoint_path)
+    resumed_run.history = list(run.history)  # (labnet.run reads it from the run's journal)
     resumed.fit(resumed_run)
     straight = make_trainer(tmp_path / "straight", False)
     straight[0].fit(straight[1])

@@ -424,10 +424,10 @@ def test_interrupt_writes_checkpoint_and_resume_is_bit_exact(tmp_path, uninterru
             proc.communicate()
     assert proc.returncode == code, f"exit {proc.returncode}\nstdout:\n{stdout}\nstderr:\n{stderr}"
     assert signal.Signals(signum).name in stderr
-    match = re.search(r"resume with trainer\.resume=(\S+)", stderr)
+    match = re.search(r"resume it with: labnet resume (\S+)", stderr)
     assert match, stderr
-    checkpoint = Path(match.group(1))
-    assert checkpoint.resolve() == (out / "checkpoint.npz").resolve()
+    assert Path(match.group(1)).resolve() == out.resolve()
+    checkpoint = out / "checkpoint.npz"
     state = load_npz(checkpoint)
     assert int(state["epoch"]) < 20, "the run was not interrupted"
     assert TRACEBACK not in stderr

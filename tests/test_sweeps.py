@@ -162,7 +162,8 @@ def test_sweep_with_on_error_warn_trains_without_the_unreachable_server(tmp_path
     for path in tmp_path.glob("multirun/*/*/*/result.json"):
         result = json.loads(path.read_text())
         assert result["status"] == "FINISHED" and result["run_id"] is None
-        assert (path.parent / "metrics.json").is_file(), "the metrics are kept next to the run"
+        epochs = [json.loads(line) for line in (path.parent / "journal.jsonl").read_text().splitlines()]
+        assert [r["epoch"] for r in epochs if r["type"] == "epoch"] == [1], "the metrics are kept in the run's folder"
 
 
 def test_job_failing_before_training_is_counted_in_the_sweep_report(tmp_path):

@@ -36,6 +36,7 @@ from labnet.tracking.store import absolute_store_uri, sqlite_path, store_lock
 MAX_PARAMS_PER_BATCH = 100
 MAX_METRICS_PER_BATCH = 1000
 MAX_TAG_LENGTH = 5000
+MAX_PARAM_LENGTH = 6000
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 SYNC_LOCK_FILE = ".sync.lock"
 
@@ -72,6 +73,18 @@ class SyncOutcome:
     run_id: str | None
     status: str  # the journal's status (RUNNING while its process lives)
     complete: bool  # everything the journal holds is in MLflow, and the run ended
+
+
+def param_entries(flat: dict[str, Any]) -> tuple[list[tuple[str, str]], list[str]]:
+    """Config entries as MLflow params (strings within MLflow's length limit) and the truncated keys."""
+    entries, truncated = [], []
+    for key, value in flat.items():
+        text = "None" if value is None else str(value)
+        if len(text) > MAX_PARAM_LENGTH:
+            text = text[: MAX_PARAM_LENGTH - 15] + "...[truncated]"
+            truncated.append(key)
+        entries.append((key, text))
+    return entries, truncated
 
 
 def metric_points(record: dict[str, Any]):
@@ -199,10 +212,12 @@ class Mirror:
         tags = {k: str(v)[:MAX_TAG_LENGTH] for k, v in tags.items()}
         run = client.create_run(experiment_id, start_time=ms(start["time"]), tags=tags, run_name=start.get("name"))
         run_id = run.info.run_id
-        params = list(start.get("params_logged", start.get("params", {})).items())
-        params = [Param(k, "None" if v is None else str(v)) for k, v in params]
+        entries, truncated = param_entries(start.get("params_logged", start.get("params", {})))
+        params = [Param(k, v) for k, v in entries]
         for i in range(0, len(params), MAX_PARAMS_PER_BATCH):
             client.log_batch(run_id, params=params[i : i + MAX_PARAMS_PER_BATCH])
+        if truncated:
+            client.set_tag(run_id, "labnet.truncated_params", ", ".join(truncated)[:MAX_TAG_LENGTH])
         return run_id
 
     @staticmethod

@@ -224,23 +224,24 @@ class BatchNorm(Layer):
 
     def forward(self, x, train=True):
         self.input_shape = x.shape
+        self.batch_statistics = train  # what backward differentiates: batch or running statistics
         x2 = x.reshape(x.shape[0], -1)
         if train:
             mu = x2.mean(axis=0)
             self.xc = x2 - mu
             var = np.mean(self.xc**2, axis=0)
             self.std = np.sqrt(var + self.eps)
-            self.xn = self.xc / self.std
             m = self.momentum
             rm, rv = self.buffers["running_mean"], self.buffers["running_var"]
             rm *= m
             rm += (1 - m) * mu
             rv *= m
             rv += (1 - m) * var
-            xn = self.xn
         else:
-            xn = (x2 - self.buffers["running_mean"]) / np.sqrt(self.buffers["running_var"] + self.eps)
-        return (self.params["gamma"] * xn + self.params["beta"]).reshape(x.shape)
+            self.xc = x2 - self.buffers["running_mean"]
+            self.std = np.sqrt(self.buffers["running_var"] + self.eps)
+        self.xn = self.xc / self.std
+        return (self.params["gamma"] * self.xn + self.params["beta"]).reshape(x.shape)
 
     def backward(self, dout):
         d2 = dout.reshape(dout.shape[0], -1)
@@ -249,12 +250,12 @@ class BatchNorm(Layer):
         self.grads["gamma"][...] = np.sum(self.xn * d2, axis=0)
         dxn = self.params["gamma"] * d2
         dxc = dxn / self.std
-        dstd = -np.sum((dxn * self.xc) / (self.std * self.std), axis=0)
-        dvar = 0.5 * dstd / self.std
-        dxc += (2.0 / n) * self.xc * dvar
-        dmu = np.sum(dxc, axis=0)
-        dx = dxc - dmu / n
-        return dx.reshape(self.input_shape)
+        if self.batch_statistics:  # the mean and the variance depend on x too
+            dstd = -np.sum((dxn * self.xc) / (self.std * self.std), axis=0)
+            dvar = 0.5 * dstd / self.std
+            dxc += (2.0 / n) * self.xc * dvar
+            dxc -= np.sum(dxc, axis=0) / n
+        return dxc.reshape(self.input_shape)
 
 
 BUILTIN_LAYERS = [Affine, ReLU, Sigmoid, Tanh, Identity, Softmax, Dropout, BatchNorm]

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from labnet import sweep
 from labnet.build import build_model
 from labnet.config import build_component, check_whole, flatten_config
+from labnet.config_checks import check_top_level
 from labnet.errors import ConfigError, LabnetError
 from labnet.plugins import Registry, get_plugin_manager
 from labnet.sweep import write_result
@@ -128,13 +129,14 @@ def run_experiment(cfg: DictConfig, manager=None, resume_run: dict | None = None
     section = lambda name: OmegaConf.to_container(cfg[name], resolve=True)  # noqa: E731
 
     # what needs no data is checked before plugins start their slow work: a typo starts no MLflow process
+    check_top_level(cfg, hc, manager)
     loss = build_component(registry.get("loss", cfg.loss.name), "loss", section("loss"))
     optimizer = build_component(registry.get("optimizer", cfg.optimizer.name), "optimizer", section("optimizer"))
     tconf = trainer_config(cfg)
     dataset = build_component(registry.get("dataset", cfg.dataset.name), "dataset", section("dataset"))
     manager.call("labnet_configure", cfg=cfg)
     data = dataset.load(rng, dtype=dtype)
-    model = build_model(section("model"), data, registry, rng, dtype)
+    model = build_model(section("model"), data, registry, rng, dtype, trainer=tconf)
     run = Run(name=cfg.tracking.get("run_name") or default_run_name(cfg), output_dir=output_dir, cfg=cfg)
     run.info.update(
         dataset=dataset, data=data, loss=loss, optimizer=optimizer, registry=registry, manager=manager, hydra=hc

@@ -5,6 +5,8 @@ Shapes in docstrings omit nothing: ``x`` is ``(n, *input_shape)``.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from labnet.errors import ConfigError, ShapeError
@@ -37,10 +39,13 @@ class Affine(Layer):
             raise ShapeError(f"affine was declared with input_size={self.input_size} but receives {input_shape[0]}")
         return (self.units,)
 
+    def parameter_shapes(self, input_shape):
+        return {"W": (int(input_shape[0]), self.units), "b": (self.units,)}
+
     def build(self, input_shape, rng, dtype):
         out = super().build(input_shape, rng, dtype)
-        n_in = input_shape[0]
-        self.params = {"W": init_weight((n_in, self.units), self.init, rng, dtype), "b": np.zeros(self.units, dtype)}
+        shapes = self.parameter_shapes(input_shape)
+        self.params = {"W": init_weight(shapes["W"], self.init, rng, dtype), "b": np.zeros(shapes["b"], dtype)}
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
         return out
 
@@ -214,9 +219,13 @@ class BatchNorm(Layer):
             raise ConfigError(f"batchnorm momentum={momentum!r}: must be in [0, 1)")
         self.momentum, self.eps = float(momentum), float(eps)
 
+    def parameter_shapes(self, input_shape):
+        d = math.prod(int(s) for s in input_shape)
+        return {"gamma": (d,), "beta": (d,)}
+
     def build(self, input_shape, rng, dtype):
         out = super().build(input_shape, rng, dtype)
-        d = int(np.prod(input_shape))
+        d = self.parameter_shapes(input_shape)["gamma"][0]
         self.params = {"gamma": np.ones(d, dtype), "beta": np.zeros(d, dtype)}
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
         self.buffers = {"running_mean": np.zeros(d, dtype), "running_var": np.ones(d, dtype)}

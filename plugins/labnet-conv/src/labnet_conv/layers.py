@@ -67,13 +67,14 @@ class Conv2D(Layer):
         what = f"conv2d kernel {k}x{k}"
         return (self.filters, output_size(h, k, s, p, what), output_size(w, k, s, p, what))
 
+    def parameter_shapes(self, input_shape):
+        c, k = int(input_shape[0]), self.kernel_size
+        return {"W": (self.filters, c, k, k), "b": (self.filters,)}
+
     def build(self, input_shape, rng, dtype):
         out = super().build(input_shape, rng, dtype)
-        c, k = int(input_shape[0]), self.kernel_size
-        self.params = {
-            "W": init_weight((self.filters, c, k, k), self.init, rng, dtype),
-            "b": np.zeros(self.filters, dtype),
-        }
+        shapes = self.parameter_shapes(input_shape)
+        self.params = {"W": init_weight(shapes["W"], self.init, rng, dtype), "b": np.zeros(shapes["b"], dtype)}
         self.grads = {key: np.zeros_like(v) for key, v in self.params.items()}
         return out
 

@@ -138,6 +138,10 @@ def explain(err: BaseException, argv: list[str]) -> tuple[str, int]:
 
     if isinstance(err, Interrupted):
         return str(err), 130 if err.signum == 2 else 143
+    from labnet.config_checks import yaml_error_message
+
+    if (yaml_message := yaml_error_message(err)) is not None:
+        return yaml_message, 2
     if isinstance(err, LabnetError):
         return str(err), 2 if type(err).__name__ in ("ConfigError", "ShapeError") else 1
     from hydra.errors import HydraException

@@ -9,32 +9,44 @@ import numpy as np
 from labnet.config import build_component, check_flag, constructor_parameters
 from labnet.data.base import DataSplits
 from labnet.errors import ConfigError, ShapeError
+from labnet.memory import check_model_fits, largest_batches
 from labnet.nn.model import Sequential
 from labnet.plugins import Registry
+from labnet.train.health import is_activation
+from labnet.train.trainer import TrainerConfig
 
 MODEL_KEYS = ("hidden_sizes", "activation", "init", "use_batchnorm", "dropout", "weight_decay", "layers")
 
 
 def mlp_layer_specs(
     hidden_sizes: list[int], activation: str, init: str | float, use_batchnorm: bool, dropout: float, num_classes: int
-) -> list[dict[str, Any]]:
-    """The book's multi-layer net: [affine, (batchnorm), activation, (dropout)] per hidden layer, then affine."""
-    specs: list[dict[str, Any]] = []
-    for units in hidden_sizes:
-        specs.append({"type": "affine", "units": units, "init": init})
+) -> list[tuple[str, dict[str, Any]]]:
+    """The book's multi-layer net: [affine, (batchnorm), activation, (dropout)] per hidden layer, then affine;
+    each spec with the config option it comes from (what an error about the layer names)."""
+    specs: list[tuple[str, dict[str, Any]]] = []
+    origin = "the output layer"
+    for index, units in enumerate(hidden_sizes):
+        origin = f"model.hidden_sizes[{index}]={units}"  # the output layer's size follows the last one
+        specs.append((origin, {"type": "affine", "units": units, "init": init}))
         if use_batchnorm:
-            specs.append({"type": "batchnorm"})
-        specs.append({"type": activation})
+            specs.append((origin, {"type": "batchnorm"}))
+        specs.append((origin, {"type": activation}))
         if dropout:
-            specs.append({"type": "dropout", "ratio": dropout})
-    specs.append({"type": "affine", "units": num_classes, "init": init})
+            specs.append((origin, {"type": "dropout", "ratio": dropout}))
+    specs.append((origin, {"type": "affine", "units": num_classes, "init": init}))
     return specs
 
 
 def build_model(
-    model_cfg: dict[str, Any], data: DataSplits, registry: Registry, rng: np.random.Generator, dtype
+    model_cfg: dict[str, Any],
+    data: DataSplits,
+    registry: Registry,
+    rng: np.random.Generator,
+    dtype,
+    trainer: TrainerConfig | None = None,
 ) -> Sequential:
-    """A Sequential from ``model.layers`` (explicit specs) or the MLP options, shapes inferred."""
+    """A Sequential from ``model.layers`` (explicit specs) or the MLP options, shapes inferred; refused by the
+    options that ask for it when it would not fit in memory (with ``trainer``'s batches when given)."""
     unknown = sorted(set(model_cfg) - set(MODEL_KEYS) - {"name"})
     if unknown:
         raise ConfigError(f"unknown key model.{unknown[0]}; valid keys: {', '.join(MODEL_KEYS)}")
@@ -42,11 +54,12 @@ def build_model(
     weight_decay = _number(model_cfg, "weight_decay", accepted)
     if weight_decay < 0:
         raise ConfigError(f"model.weight_decay={weight_decay!r}: must be {accepted}")
-    specs = model_cfg.get("layers")
-    if not specs:
-        specs = mlp_layer_specs(**_mlp_options(model_cfg), num_classes=data.num_classes)
+    if model_cfg.get("layers"):
+        specs = [(f"model.layers[{index}]", spec) for index, spec in enumerate(model_cfg["layers"])]
+    else:
+        specs = mlp_layer_specs(**_mlp_options(model_cfg, registry), num_classes=data.num_classes)
     layers = []
-    for index, spec in enumerate(specs):
+    for index, (_, spec) in enumerate(specs):
         spec = dict(spec)
         if "type" not in spec:
             raise ConfigError(f"model.layers[{index}] = {spec} has no `type`; e.g. {{type: affine, units: 50}}")
@@ -54,6 +67,8 @@ def build_model(
         if "init" not in spec and model_cfg.get("init") is not None and "init" in constructor_parameters(cls):
             spec["init"] = model_cfg["init"]  # the model's init applies to every layer that takes one
         layers.append(build_component(cls, "layer", spec, where=f"model.layers[{index}]"))
+    batches = largest_batches(data, trainer.batch_size, trainer.eval_batch_size) if trainer else None
+    check_model_fits(layers, [origin for origin, _ in specs], data.input_shape, dtype, batches)
     model = Sequential(layers, weight_decay=weight_decay)
     model.build(data.input_shape, rng, dtype)
     expected = (data.num_classes,) if data.num_classes > 2 or model.output_shape != (1,) else (1,)
@@ -72,7 +87,7 @@ def _number(model_cfg: dict[str, Any], key: str, accepted: str) -> float:
     return float(value)
 
 
-def _mlp_options(model_cfg: dict[str, Any]) -> dict[str, Any]:
+def _mlp_options(model_cfg: dict[str, Any], registry: Registry) -> dict[str, Any]:
     """The generated net's options, checked here so that a bad one is named as the ``model.`` key it came from."""
     hidden = model_cfg.get("hidden_sizes") or []
     whole = lambda units: isinstance(units, int) and not isinstance(units, bool) and units >= 1  # noqa: E731
@@ -87,8 +102,15 @@ def _mlp_options(model_cfg: dict[str, Any]) -> dict[str, Any]:
     if not 0 <= dropout < 1:
         raise ConfigError(f"model.dropout={dropout!r}: must be {accepted}")
     activation = model_cfg.get("activation", "relu")
-    if not isinstance(activation, str):
-        raise ConfigError(f"model.activation={activation!r}: must be a layer name such as relu, sigmoid or tanh")
+    activations = [c.name for c in registry.list("layer") if is_activation(c.cls)]
+    if not isinstance(activation, str) or activation not in activations:
+        known = activation in {c.name for c in registry.list("layer")} if isinstance(activation, str) else False
+        raise ConfigError(
+            f"model.activation={activation!r}: "
+            + ("that layer is not an activation" if known else "no such activation is installed")
+            + f"; available: {', '.join(activations) or 'none'} (a plugin's layer counts as one with "
+            "`is_activation = True`; model.layers builds a net of any layers)"
+        )
     return {
         "hidden_sizes": list(hidden),
         "activation": activation,

@@ -3,8 +3,10 @@
 Each component, built-in or from a plugin, is built on small random inputs and checked:
 
 - **layer**: ``gradcheck`` (backward against central differences, float64, relative error
-  below 1e-6 for the input and every parameter, in training mode) and ``modes`` (training and
-  evaluation forward passes give ``(n, *output_shape(input_shape))`` and keep float32).
+  below 1e-6 for the input and every parameter, in training mode), ``gradcheck (eval)`` (the same
+  after ``forward(x, train=False)``, following a training forward on other inputs: backward must
+  differentiate the evaluation function, not reuse the training forward's caches) and ``modes``
+  (training and evaluation forward passes give ``(n, *output_shape(input_shape))`` and keep float32).
 - **loss**: ``gradcheck`` of ``backward()`` with integer labels and with one-hot targets.
 - **optimizer**: ``zero gradient`` leaves the parameters unchanged (``weight_decay=0``),
   ``state_dict`` survives an ``.npz`` round trip and gives the identical next step, and
@@ -40,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from labnet.errors import DataError, LabnetError
-from labnet.nn.gradcheck import gradcheck, gradcheck_loss
+from labnet.nn.gradcheck import gradcheck, gradcheck_eval, gradcheck_loss
 
 #: largest accepted relative error of a float64 gradient check
 TOLERANCE = 1e-6
@@ -125,21 +127,21 @@ def check_layer(cls: type, name: str) -> list[tuple[str, str, float | None, str]
     """(check, result, worst error, detail) rows for a layer class."""
     shape = tuple(getattr(cls, "example_input_shape", DEFAULT_INPUT_SHAPE))
     rows = []
-    try:
-        layer = instantiate("layer", cls)
-        x = np.random.default_rng(0).standard_normal((BATCH, *shape))
-        errors = gradcheck(layer, x)
-        worst_key = max(errors, key=lambda k: errors[k]) if errors else None
-        worst = errors[worst_key] if worst_key else 0.0
+    x = np.random.default_rng(0).standard_normal((BATCH, *shape))
+    for check, run in (("gradcheck", gradcheck), ("gradcheck (eval)", gradcheck_eval)):
+        try:
+            errors = run(instantiate("layer", cls), x)
+        except NeedsExampleArgs as err:
+            return [("build", FAIL, None, str(err))]
+        except Exception as err:
+            rows.append((check, FAIL, None, _describe(err)))
+            continue
+        worst = max(errors.values(), default=0.0)
         bad = {k: v for k, v in errors.items() if not v < TOLERANCE}
         detail = ", ".join(f"{k}: {v:.2e}" for k, v in errors.items())
         if bad:
             detail = f"relative error >= {TOLERANCE:g} for {', '.join(bad)} ({detail}): backward is wrong"
-        rows.append(("gradcheck", FAIL if bad else PASS, worst, detail))
-    except NeedsExampleArgs as err:
-        return [("build", FAIL, None, str(err))]
-    except Exception as err:
-        rows.append(("gradcheck", FAIL, None, _describe(err)))
+        rows.append((check, FAIL if bad else PASS, worst, detail))
     rows.append(_check_modes(cls, shape))
     return rows
 

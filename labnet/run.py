@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from labnet import __version__
 from labnet.build import build_model
 from labnet.config import build_component, check_whole, flatten_config
+from labnet.config_checks import check_top_level
 from labnet.errors import ConfigError
 from labnet.plugins import Registry
 from labnet.record.files import RecordError, stamp
@@ -64,6 +65,7 @@ def run_experiment(cfg: DictConfig, manager=None, resume_run: dict | None = None
     section = lambda name: OmegaConf.to_container(cfg[name], resolve=True)  # noqa: E731
 
     # what needs no data is checked before plugins start their slow work: a typo starts no MLflow process
+    check_top_level(cfg, hc, manager)
     loss = build_component(registry.get("loss", cfg.loss.name), "loss", section("loss"))
     optimizer = build_component(registry.get("optimizer", cfg.optimizer.name), "optimizer", section("optimizer"))
     tconf = trainer_config(cfg)
@@ -72,7 +74,7 @@ def run_experiment(cfg: DictConfig, manager=None, resume_run: dict | None = None
     resume = ResumePoint.check(cfg, params, folder) if cfg.trainer.get("resume") else None
     manager.call("labnet_configure", cfg=cfg)
     data = dataset.load(rng, dtype=dtype)
-    model = build_model(section("model"), data, registry, rng, dtype)
+    model = build_model(section("model"), data, registry, rng, dtype, trainer=tconf)
     run = Run(
         name=cfg.tracking.get("run_name") or default_run_name(cfg),
         output_dir=folder,

@@ -25,7 +25,7 @@ from labnet.plugins import Provider, get_plugin_manager, get_registry
 REPO = Path(__file__).resolve().parents[1]
 
 CHECKS = {
-    "layer": {"gradcheck", "modes"},
+    "layer": {"gradcheck", "gradcheck (eval)", "modes"},
     "loss": {"gradcheck (labels)", "gradcheck (one-hot)"},
     "optimizer": {"zero gradient", "state_dict", "weight decay"},
     "dataset": {"load", "shapes", "dtypes", "labels"},
@@ -132,7 +132,7 @@ def test_labnet_plugins_check_exits_1_naming_the_bad_plugin(badgrad):
     failing = [line for line in lines if line[:1] == ["bad_scale"] and "FAIL" in line]
     assert failing and {"layer", "labnet-badgrad", "0.0.2", "gradcheck"} <= set(failing[0]), result.stdout
     assert any(line[:1] == ["relu"] and line[-1] == "PASS" for line in lines), result.stdout
-    assert "1 failed" in result.stdout
+    assert "2 failed" in result.stdout  # its backward is wrong in training and in evaluation mode
 
 
 def test_labnet_plugins_check_json(badgrad):
@@ -151,7 +151,8 @@ def test_labnet_plugins_check_json(badgrad):
         "error": 0.0,
         "detail": "",
     }
-    assert data["summary"]["FAIL"] == 1 and data["summary"]["PASS"] == len(data["results"]) - 1
+    assert rows[("bad_scale", "gradcheck (eval)")]["result"] == "FAIL"
+    assert data["summary"]["FAIL"] == 2 and data["summary"]["PASS"] == len(data["results"]) - 2
 
 
 def test_exit_codes(capsys):
@@ -239,6 +240,37 @@ def test_a_layer_needing_arguments_must_declare_example_args(inline_registry):
     # declared: built with units=3 on samples of shape (2, 5), which an affine refuses
     declared = rows[("declares_units", "gradcheck")]
     assert declared.result == "FAIL" and "ShapeError" in declared.detail, declared
+
+
+class TrainingCacheScale(Layer):
+    """y = 3x in training, 2x at evaluation; backward multiplies by the factor the last training forward
+    cached, the mistake batch norm made: right in training, wrong after an evaluation forward."""
+
+    name = "training_cache_scale"
+
+    def forward(self, x, train=True):
+        if train:
+            self.factor = 3.0
+        return x * (self.factor if train else 2.0)
+
+    def backward(self, dout):
+        return dout * self.factor
+
+
+def test_a_backward_that_ignores_evaluation_mode_fails_the_eval_gradcheck(pm):
+    class Plugin:
+        @labnet.hookimpl
+        def labnet_layers(self):
+            return [TrainingCacheScale]
+
+    pm.register(Plugin(), "cacher", Provider("cacher", "cacher-dist", "0.1"))
+    try:
+        rows = by_check(run_checks(get_registry(pm), ["training_cache_scale"]))
+    finally:
+        pm.unregister("cacher")
+    assert rows[("training_cache_scale", "gradcheck")].result == "PASS"
+    failed = rows[("training_cache_scale", "gradcheck (eval)")]
+    assert failed.result == "FAIL" and failed.error > 1e-2 and "input" in failed.detail, failed
 
 
 def test_optimizer_checks_catch_a_drifting_update(inline_registry):

@@ -15,7 +15,7 @@ import pytest
 
 import labnet
 from labnet.errors import ConfigError, ShapeError
-from labnet.nn.gradcheck import gradcheck
+from labnet.nn.gradcheck import gradcheck, gradcheck_eval
 from labnet.nn.init import INITIALIZERS, init_weight
 from labnet.nn.layer import Layer
 from labnet.nn.layers import Affine, BatchNorm, Dropout, Identity, ReLU, Sigmoid, Tanh
@@ -63,6 +63,39 @@ def test_gradcheck_every_registered_layer(component):
     assert set(errors) == {"input", *layer.params}, "gradcheck must cover the input and every parameter"
     bad = {k: e for k, e in errors.items() if not e < TOL}
     assert not bad, f"{component.name}: relative errors above {TOL}: {bad}"
+
+
+@pytest.mark.parametrize("component", LAYERS, ids=[c.name for c in LAYERS])
+def test_gradcheck_every_registered_layer_in_evaluation_mode(component):
+    """Backward after forward(x, train=False), following a training forward on other inputs, is the
+    gradient of the evaluation function (input gradients of a trained net), not the training one's."""
+    layer = make_layer(component)
+    shape = tuple(component.cls.example_input_shape)
+    x = np.random.default_rng(43).standard_normal((4, *shape))
+    errors = gradcheck_eval(layer, x)
+    assert set(errors) == {"input", *layer.params}, "gradcheck must cover the input and every parameter"
+    bad = {k: e for k, e in errors.items() if not e < TOL}
+    assert not bad, f"{component.name}: relative errors above {TOL} in evaluation mode: {bad}"
+
+
+def test_batchnorm_backward_after_evaluation_is_the_affine_map_of_the_running_statistics():
+    rng = np.random.default_rng(7)
+    layer = BatchNorm(momentum=0.5, eps=1e-5)
+    layer.build((3,), rng, np.float64)
+    x, dout = rng.normal(size=(5, 3)), rng.normal(size=(5, 3))
+    layer.forward(x, train=False)  # a fresh layer: no training forward ever ran
+    dx = layer.backward(dout)
+    std = np.sqrt(1.0 + 1e-5)  # the initial running statistics: mean 0, variance 1
+    np.testing.assert_allclose(dx, dout / std, rtol=1e-12)
+    np.testing.assert_allclose(layer.grads["gamma"], np.sum(x / std * dout, axis=0), rtol=1e-12)
+    np.testing.assert_allclose(layer.grads["beta"], dout.sum(axis=0), rtol=1e-12)
+    layer.forward(rng.normal(2.0, 3.0, size=(8, 3)), train=True)
+    layer.params["gamma"][...] = [0.5, -2.0, 1.5]
+    rm, rv = layer.buffers["running_mean"], layer.buffers["running_var"]
+    layer.forward(x, train=False)
+    dx = layer.backward(dout)
+    np.testing.assert_allclose(dx, layer.params["gamma"] * dout / np.sqrt(rv + 1e-5), rtol=1e-12)
+    np.testing.assert_allclose(layer.grads["gamma"], np.sum((x - rm) / np.sqrt(rv + 1e-5) * dout, axis=0))
 
 
 def test_the_layers_with_parameters_have_them_checked():

@@ -4,6 +4,7 @@ out here (the book's examples where it has them), stability and target-shape err
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -84,6 +85,27 @@ def test_softmax_cross_entropy_of_a_confidently_wrong_prediction(dtype):
     # log-sum-exp = 1000 + log(1 + 2 e^-1000) = 1000 to double precision; the score of class 1 is 0
     value = REGISTRY["softmax_cross_entropy"]().forward(scores, np.array([1]))
     assert value == pytest.approx(1000.0, rel=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_softmax_cross_entropy_with_a_score_of_minus_infinity(dtype):
+    """A class masked out with -inf has probability 0 and adds nothing, for one-hot targets as for labels
+    (one-hot gave 0·inf = nan, with RuntimeWarnings); the loss is the formula's over the other classes."""
+    scores = np.array([[-np.inf, 1.0, 2.0], [0.5, -np.inf, -1.0]], dtype=dtype)
+    labels = np.array([2, 0])
+    finite = [[1.0, 2.0], [0.5, -1.0]]
+    expected = (_log_sum_exp(finite[0]) - 2.0 + _log_sum_exp(finite[1]) - 0.5) / 2
+    p = [np.exp(np.array(row) - _log_sum_exp(row)) for row in finite]
+    expected_grad = np.array([[0.0, p[0][0], p[0][1] - 1], [p[1][0] - 1, 0.0, p[1][1]]]) / 2
+    rel = 1e-12 if dtype == np.float64 else 1e-6
+    for targets in (labels, np.eye(3, dtype=dtype)[labels]):
+        loss = REGISTRY["softmax_cross_entropy"]()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no RuntimeWarning either
+            value = loss.forward(scores.copy(), targets)
+            grad = np.array(loss.backward())
+        assert value == pytest.approx(expected, rel=rel), targets.ndim
+        np.testing.assert_allclose(grad, expected_grad, rtol=rel, atol=1e-7, err_msg=f"targets.ndim={targets.ndim}")
 
 
 def test_softmax_probabilities_rows_sum_to_one():

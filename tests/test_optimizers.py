@@ -51,12 +51,10 @@ def book_steps(name: str, p: float, grads: list[float]) -> list[float]:
         elif name == "momentum":
             v = hp["momentum"] * v - lr * g
             p += v
-        elif name == "nesterov":
+        elif name == "nesterov":  # Sutskever et al. 2013, not the book's code (see the nesterov tests)
             mo = hp["momentum"]
-            v *= mo
-            v -= lr * g
-            p += mo * mo * v
-            p -= (1 + mo) * lr * g
+            p += mo * mo * v - (1 + mo) * lr * g  # v is still v_old here
+            v = mo * v - lr * g
         elif name == "adagrad":
             h += g * g
             p -= lr * g / (math.sqrt(h) + 1e-7)
@@ -95,9 +93,9 @@ HAND = {
     "sgd": ([0.95, -1.9, 0.3], [0.98, -1.94, 0.2]),
     # v1 = -0.1 g1 = [-0.05, 0.1, -0.2]; v2 = 0.9 v1 - 0.1 g2 = [-0.015, 0.05, -0.28]
     "momentum": ([0.95, -1.9, 0.3], [0.935, -1.85, 0.02]),
-    # p += 0.81 v - 0.19 g: [1 - 0.0405 - 0.095, -2 + 0.081 + 0.19, 0.5 - 0.162 - 0.38], then
-    # [0.8645 - 0.01215 + 0.057, -1.729 + 0.0405 - 0.076, -0.042 - 0.2268 - 0.19]
-    "nesterov": ([0.8645, -1.729, -0.042], [0.90935, -1.7645, -0.4588]),
+    # p += 0.81 v_old - 0.19 g: v_old = 0, so p1 = p0 - 0.19 g1 = [1 - 0.095, -2 + 0.19, 0.5 - 0.38];
+    # v1 = -0.1 g1 = [-0.05, 0.1, -0.2], so p2 = p1 + [-0.0405 + 0.057, 0.081 - 0.076, -0.162 - 0.19]
+    "nesterov": ([0.905, -1.81, 0.12], [0.9215, -1.805, -0.232]),
     # h1 = g1² so the first step is lr * sign(g); h2 = [0.34, 1.16, 5]
     "adagrad": (
         [0.9, -1.9, 0.4],
@@ -114,6 +112,30 @@ def test_two_steps_worked_by_hand(name):
     np.testing.assert_allclose(params["w"], HAND[name][0], rtol=1e-6)
     opt.step(params, arrays(G2))
     np.testing.assert_allclose(params["w"], HAND[name][1], rtol=1e-6)
+
+
+def test_nesterov_is_sutskevers_method_over_several_steps():
+    """p += m²·v_old - (1+m)·lr·g with v = m·v_old - lr·g, per element in Python floats, over five steps
+    with momentum 0.5 (where the book's m³·v_old - (1+m+m²)·lr·g differs clearly) and 0.9."""
+    gradients = [[0.5, -1.0, 2.0], [-0.3, 0.4, 1.0], [0.7, 0.0, -0.5], [0.2, 0.9, -1.5], [-1.1, 0.3, 0.0]]
+    for momentum, lr in ((0.5, 0.2), (0.9, 0.05)):
+        opt = make("nesterov", lr=lr, momentum=momentum)
+        params = {"w": np.array(P0["w"])}
+        expected, velocity = list(P0["w"]), [0.0] * 3
+        for g in gradients:
+            opt.step(params, {"w": np.array(g)})
+            for i in range(3):
+                expected[i] += momentum * momentum * velocity[i] - (1 + momentum) * lr * g[i]
+                velocity[i] = momentum * velocity[i] - lr * g[i]
+            np.testing.assert_allclose(params["w"], expected, rtol=1e-13, atol=1e-15)
+
+
+def test_nesterov_first_step_is_one_plus_m_plain_steps():
+    # v_old = 0: the method moves by (1+m)·lr·g (the book's code by (1+m+m²)·lr·g, 1.43x that at m = 0.9)
+    opt = make("nesterov", lr=0.1, momentum=0.9)
+    params = arrays(P0)
+    opt.step(params, arrays(G1))
+    np.testing.assert_allclose(params["w"], np.array(P0["w"]) - 1.9 * 0.1 * np.array(G1["w"]), rtol=1e-14)
 
 
 def test_adam_first_step_moves_each_element_by_about_lr():

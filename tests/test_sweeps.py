@@ -178,22 +178,21 @@ def test_job_failing_before_training_is_counted_in_the_sweep_report(tmp_path):
 
 def test_large_and_odd_configs_log_within_mlflow_limits(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    # a section of the user's own (unknown top-level keys are refused): a config group in --config-dir
+    (tmp_path / "mine" / "odd").mkdir(parents=True)
     extra = "{" + ", ".join(f"k{i}: {i}" for i in range(300)) + "}"
+    (tmp_path / "mine" / "odd" / "values.yaml").write_text(
+        f"extra: {extra}\nnotes: {'x' * 10_000}\nnothing: null\nnested: {{a: {{b: [1, 2, {{c: 3}}]}}}}\n"
+    )
     proc = labnet(
-        tmp_path,
-        "trainer.epochs=1",
-        f"+extra={extra}",
-        f"+notes={'x' * 10_000}",
-        "+nothing=null",
-        "+nested={a: {b: [1, 2, {c: 3}]}}",
-        f"tracking.uri={uri}",
+        tmp_path, "--config-dir", str(tmp_path / "mine"), "trainer.epochs=1", "+odd=values", f"tracking.uri={uri}"
     )
     assert proc.returncode == 0, proc.stderr
     client = MlflowClient(uri)
     run = client.search_runs([client.get_experiment_by_name("spiral").experiment_id])[0]
     params = run.data.params
     assert run.info.status == "FINISHED"
-    assert all(params[f"extra.k{i}"] == str(i) for i in range(300))
-    assert len(params["notes"]) <= 6000 and params["notes"].endswith("[truncated]")
-    assert "notes" in run.data.tags["labnet.truncated_params"]
-    assert params["nothing"] == "None" and params["nested.a.b"] == "[1, 2, {'c': 3}]"
+    assert all(params[f"odd.extra.k{i}"] == str(i) for i in range(300))
+    assert len(params["odd.notes"]) <= 6000 and params["odd.notes"].endswith("[truncated]")
+    assert "odd.notes" in run.data.tags["labnet.truncated_params"]
+    assert params["odd.nothing"] == "None" and params["odd.nested.a.b"] == "[1, 2, {'c': 3}]"

@@ -71,6 +71,23 @@ def gradcheck(
     return errors
 
 
+def gradcheck_eval(layer: Layer, x: np.ndarray, *, seed: int = 0, eps: float = 1e-5) -> dict[str, float]:
+    """:func:`gradcheck` of the evaluation-mode function, after a training forward on other inputs.
+
+    Backward after ``forward(x, train=False)`` must be the gradient of what that forward computed
+    (input gradients of a trained net: saliency maps, adversarial examples), not reuse what the
+    last training forward cached. The training forward also moves running statistics off their
+    initial values, so a layer that uses them is checked with values that matter.
+    """
+    x = np.array(x, dtype=np.float64)
+    if not hasattr(layer, "dtype"):
+        layer.build(x.shape[1:], np.random.default_rng(seed), np.float64)
+    other = 1.0 + 2.0 * np.random.default_rng(seed + 3).standard_normal(x.shape)
+    layer.rng = np.random.default_rng(seed + 4)
+    layer.forward(other, True)
+    return gradcheck(layer, x, seed=seed, eps=eps, train=False)
+
+
 def gradcheck_loss(loss: Loss, scores: np.ndarray, targets: np.ndarray, eps: float = 1e-5) -> float:
     """Relative error of ``loss.backward()`` against the numerical gradient of ``loss.forward``."""
     scores = np.array(scores, dtype=np.float64)

@@ -52,4 +52,20 @@ def init_weight(
         raise ConfigError(
             f"unknown init {init!r}: accepted are {', '.join(sorted(INITIALIZERS))} or a positive float std"
         )
-    return (rng.standard_normal(shape) * scale).astype(dtype, copy=False)
+    return _scaled_normal(shape, scale, rng, np.dtype(dtype))
+
+
+#: draws per chunk of a weight in a narrower dtype: bounds the float64 scratch memory to 8 MiB
+CHUNK = 1 << 20
+
+
+def _scaled_normal(shape: tuple[int, ...], scale: float, rng: np.random.Generator, dtype: np.dtype) -> np.ndarray:
+    """N(0, scale²) draws allocated in ``dtype`` (no float64 copy of a float32 weight), drawn in float64
+    chunks: the generator's stream and the rounding are those of one float64 draw cast at the end."""
+    out = np.empty(shape, dtype)
+    flat = out.reshape(-1)
+    for start in range(0, flat.size, CHUNK):
+        draws = rng.standard_normal(min(CHUNK, flat.size - start))
+        draws *= scale
+        flat[start : start + draws.size] = draws
+    return out

@@ -41,6 +41,11 @@ class Layer:
         """Shape of one output sample for one input sample of ``input_shape``; raises ShapeError."""
         return tuple(input_shape)
 
+    def parameter_shapes(self, input_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]] | None:
+        """The shapes ``build`` will give ``params`` for ``input_shape``, known before allocating (a model too
+        large for the machine is refused by name); None: not declared, left out of that estimate."""
+        return None
+
     def build(self, input_shape: tuple[int, ...], rng: np.random.Generator, dtype: np.dtype) -> tuple[int, ...]:
         """Create parameters for ``input_shape`` and return the output shape."""
         self.rng = rng

@@ -5,6 +5,8 @@ Shapes in docstrings omit nothing: ``x`` is ``(n, *input_shape)``.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from labnet.errors import ConfigError, ShapeError
@@ -37,10 +39,13 @@ class Affine(Layer):
             raise ShapeError(f"affine was declared with input_size={self.input_size} but receives {input_shape[0]}")
         return (self.units,)
 
+    def parameter_shapes(self, input_shape):
+        return {"W": (int(input_shape[0]), self.units), "b": (self.units,)}
+
     def build(self, input_shape, rng, dtype):
         out = super().build(input_shape, rng, dtype)
-        n_in = input_shape[0]
-        self.params = {"W": init_weight((n_in, self.units), self.init, rng, dtype), "b": np.zeros(self.units, dtype)}
+        shapes = self.parameter_shapes(input_shape)
+        self.params = {"W": init_weight(shapes["W"], self.init, rng, dtype), "b": np.zeros(shapes["b"], dtype)}
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
         return out
 
@@ -214,9 +219,13 @@ class BatchNorm(Layer):
             raise ConfigError(f"batchnorm momentum={momentum!r}: must be in [0, 1)")
         self.momentum, self.eps = float(momentum), float(eps)
 
+    def parameter_shapes(self, input_shape):
+        d = math.prod(int(s) for s in input_shape)
+        return {"gamma": (d,), "beta": (d,)}
+
     def build(self, input_shape, rng, dtype):
         out = super().build(input_shape, rng, dtype)
-        d = int(np.prod(input_shape))
+        d = self.parameter_shapes(input_shape)["gamma"][0]
         self.params = {"gamma": np.ones(d, dtype), "beta": np.zeros(d, dtype)}
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
         self.buffers = {"running_mean": np.zeros(d, dtype), "running_var": np.ones(d, dtype)}
@@ -224,23 +233,24 @@ class BatchNorm(Layer):
 
     def forward(self, x, train=True):
         self.input_shape = x.shape
+        self.batch_statistics = train  # what backward differentiates: batch or running statistics
         x2 = x.reshape(x.shape[0], -1)
         if train:
             mu = x2.mean(axis=0)
             self.xc = x2 - mu
             var = np.mean(self.xc**2, axis=0)
             self.std = np.sqrt(var + self.eps)
-            self.xn = self.xc / self.std
             m = self.momentum
             rm, rv = self.buffers["running_mean"], self.buffers["running_var"]
             rm *= m
             rm += (1 - m) * mu
             rv *= m
             rv += (1 - m) * var
-            xn = self.xn
         else:
-            xn = (x2 - self.buffers["running_mean"]) / np.sqrt(self.buffers["running_var"] + self.eps)
-        return (self.params["gamma"] * xn + self.params["beta"]).reshape(x.shape)
+            self.xc = x2 - self.buffers["running_mean"]
+            self.std = np.sqrt(self.buffers["running_var"] + self.eps)
+        self.xn = self.xc / self.std
+        return (self.params["gamma"] * self.xn + self.params["beta"]).reshape(x.shape)
 
     def backward(self, dout):
         d2 = dout.reshape(dout.shape[0], -1)
@@ -249,12 +259,12 @@ class BatchNorm(Layer):
         self.grads["gamma"][...] = np.sum(self.xn * d2, axis=0)
         dxn = self.params["gamma"] * d2
         dxc = dxn / self.std
-        dstd = -np.sum((dxn * self.xc) / (self.std * self.std), axis=0)
-        dvar = 0.5 * dstd / self.std
-        dxc += (2.0 / n) * self.xc * dvar
-        dmu = np.sum(dxc, axis=0)
-        dx = dxc - dmu / n
-        return dx.reshape(self.input_shape)
+        if self.batch_statistics:  # the mean and the variance depend on x too
+            dstd = -np.sum((dxn * self.xc) / (self.std * self.std), axis=0)
+            dvar = 0.5 * dstd / self.std
+            dxc += (2.0 / n) * self.xc * dvar
+            dxc -= np.sum(dxc, axis=0) / n
+        return dxc.reshape(self.input_shape)
 
 
 BUILTIN_LAYERS = [Affine, ReLU, Sigmoid, Tanh, Identity, Softmax, Dropout, BatchNorm]

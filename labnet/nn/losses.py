@@ -152,7 +152,9 @@ class SoftmaxCrossEntropy(Loss):
             _check_label_range(scores, targets, self.name)
             return float(-log_p[np.arange(n), targets].sum() / n)
         _check_targets(scores, targets, self.name)
-        return float(-(targets * log_p).sum() / n)
+        # only where a target is non-zero: a score of -inf (log p = -inf) with target 0 adds 0, not 0·inf = nan
+        picked = np.multiply(targets, log_p, out=np.zeros_like(log_p), where=targets != 0)
+        return float(-picked.sum() / n)
 
     def backward(self):
         """The gradient, written over the probabilities of the last ``forward`` (a buffer reused next step)."""

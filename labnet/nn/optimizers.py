@@ -1,4 +1,5 @@
-"""The book's optimizers (common/optimizer.py), updating parameters in place.
+"""The book's optimizers (common/optimizer.py), updating parameters in place; ``nesterov`` is
+the published method rather than the book's code (docs/numerics.md says where and why).
 
 ``step(params, grads)`` walks the shared keys of two dicts of arrays. State (velocity,
 squared-gradient sums, moments) is created lazily with the same keys, so
@@ -120,8 +121,12 @@ class Momentum(Optimizer):
 
 
 class Nesterov(Momentum):
-    """Nesterov's accelerated gradient in the book's form:
-    v = m*v - lr*g;  p += m*m*v - (1+m)*lr*g"""
+    """Nesterov's accelerated gradient (Sutskever et al. 2013), as PyTorch and Keras implement it:
+    v = m*v - lr*g;  p += m*v - lr*g, i.e. p += m²·v_old - (1+m)·lr·g
+
+    Not the book's code (common/optimizer.py), which adds m²·v_new - (1+m)·lr·g: that is
+    p += m³·v_old - (1+m+m²)·lr·g, a first step 1.43x the method's at m = 0.9 (docs/numerics.md).
+    """
 
     name = "nesterov"
     stackable = True
@@ -131,8 +136,8 @@ class Nesterov(Momentum):
         tmp = self._buffer("tmp", key, p)
         v *= m
         v -= np.multiply(g, self.lr, out=tmp)
-        p += np.multiply(v, m * m, out=tmp)
-        p -= np.multiply(g, (1 + m) * self.lr, out=tmp)
+        p += np.multiply(v, m, out=tmp)
+        p -= np.multiply(g, self.lr, out=tmp)
 
 
 class AdaGrad(Optimizer):

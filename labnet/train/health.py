@@ -91,7 +91,9 @@ def _describe(index: int, layer) -> str:
 
 
 def is_activation(layer) -> bool:
-    return getattr(layer, "name", "") in ACTIVATIONS or getattr(type(layer), "is_activation", False) is True
+    """For a layer or a layer class (``model.activation`` accepts these)."""
+    cls = layer if isinstance(layer, type) else type(layer)
+    return getattr(layer, "name", "") in ACTIVATIONS or getattr(cls, "is_activation", False) is True
 
 
 def _flat_ranges(model) -> dict[int, list[tuple[int, int]]]:

@@ -296,8 +296,14 @@ def test_backward_overwrites_gradients():
         np.testing.assert_array_equal(g, first[key])
 
 
-def test_max_pool_backward_needs_a_training_forward():
-    layer = built(MaxPool2D(2), (1, 4, 4))
-    layer.forward(np.zeros((1, 1, 4, 4)), train=False)
-    with pytest.raises(RuntimeError, match="train=True"):
-        layer.backward(np.zeros((1, 1, 2, 2)))
+@pytest.mark.parametrize("size,stride,pad,shape", POOL_CASES)
+def test_max_pool_backward_after_evaluation_routes_like_after_training(size, stride, pad, shape):
+    """Input gradients of a trained net: backward after forward(x, train=False) finds the winners itself."""
+    rng = np.random.default_rng(5)
+    x, other = rng.standard_normal((2, *shape)), rng.standard_normal((2, *shape))
+    layer = built(MaxPool2D(size, stride, pad), shape)
+    out = layer.forward(x, train=True).copy()
+    expected = layer.backward(np.ones_like(out)).copy()
+    layer.forward(other, train=True)  # stale winners the evaluation backward must not use
+    np.testing.assert_array_equal(layer.forward(x, train=False), out)
+    np.testing.assert_array_equal(layer.backward(np.ones_like(out)), expected)

@@ -67,13 +67,14 @@ class Conv2D(Layer):
         what = f"conv2d kernel {k}x{k}"
         return (self.filters, output_size(h, k, s, p, what), output_size(w, k, s, p, what))
 
+    def parameter_shapes(self, input_shape):
+        c, k = int(input_shape[0]), self.kernel_size
+        return {"W": (self.filters, c, k, k), "b": (self.filters,)}
+
     def build(self, input_shape, rng, dtype):
         out = super().build(input_shape, rng, dtype)
-        c, k = int(input_shape[0]), self.kernel_size
-        self.params = {
-            "W": init_weight((self.filters, c, k, k), self.init, rng, dtype),
-            "b": np.zeros(self.filters, dtype),
-        }
+        shapes = self.parameter_shapes(input_shape)
+        self.params = {"W": init_weight(shapes["W"], self.init, rng, dtype), "b": np.zeros(shapes["b"], dtype)}
         self.grads = {key: np.zeros_like(v) for key, v in self.params.items()}
         return out
 
@@ -159,7 +160,8 @@ class MaxPool2D(_Pool2D):
     Forward is a chain of ``np.maximum`` over the size*size window offsets; in training it also
     keeps the winning offset per window (uint8), updated branch-free as ``max(arg, better*pos)``
     (offsets grow, so a later winner always has the larger index). Masked ``copyto(where=...)``
-    is several times slower on such irregular masks.
+    is several times slower on such irregular masks. Evaluation skips the offsets; a backward
+    after it (input gradients of a trained net) finds them in the input it kept.
     """
 
     name = "max_pool2d"
@@ -170,28 +172,35 @@ class MaxPool2D(_Pool2D):
         xp = self._padded(x, -np.inf)
         shape = (n, c, oh, ow)
         out = self.workspace("out", shape, x.dtype)
+        self.arg = self._max_and_arg(xp, out, train)
+        # evaluation skips the argmax; a backward after it finds the argmax in the (padded) input kept here
+        self.xp, self.xp_shape = (None if train else xp), xp.shape
+        return out
+
+    def _max_and_arg(self, xp: np.ndarray, out: np.ndarray, with_arg: bool) -> np.ndarray | None:
+        """The window maxima into ``out``, and the winning offsets when ``with_arg``."""
+        shape = out.shape
         arg_dtype = np.uint8 if self.size * self.size <= 256 else np.int32
-        arg = self.workspace("arg", shape, arg_dtype) if train else None
-        better = self.workspace("better", shape, np.bool_) if train else None
-        cand = self.workspace("cand", shape, arg_dtype) if train else None
-        for pos, sl in self._window_slices(oh, ow):
+        arg = self.workspace("arg", shape, arg_dtype) if with_arg else None
+        better = self.workspace("better", shape, np.bool_) if with_arg else None
+        cand = self.workspace("cand", shape, arg_dtype) if with_arg else None
+        for pos, sl in self._window_slices(*shape[2:]):
             window = xp[sl]
             if pos == 0:
                 out[...] = window
-                if train:
+                if with_arg:
                     arg.fill(0)
                 continue
-            if train:
+            if with_arg:
                 np.greater(window, out, out=better)
                 np.multiply(better, pos, out=cand, dtype=arg_dtype)
                 np.maximum(arg, cand, out=arg)
             np.maximum(out, window, out=out)
-        self.arg, self.xp_shape = arg, xp.shape
-        return out
+        return arg
 
     def backward(self, dout):
-        if self.arg is None:
-            raise RuntimeError("max_pool2d.backward needs a preceding forward(x, train=True)")
+        if self.arg is None:  # forward ran in evaluation mode
+            self.arg = self._max_and_arg(self.xp, self.workspace("best", dout.shape, self.xp.dtype), True)
         k, s, p = self.size, self.stride, self.pad
         oh, ow = dout.shape[2:]
         hp, wp = self.xp_shape[2:]

@@ -98,6 +98,26 @@ def labnet_epoch_end(run, epoch, metrics, model) -> None:
 
 
 @hookspec
+def labnet_checkpoint(run) -> dict | None:
+    """Return the arrays this plugin needs to continue exactly where a resumed run left off.
+
+    Called whenever a checkpoint is written; the arrays are saved in it (keys are the plugin's own:
+    prefix them with the plugin's name) and handed back to :func:`labnet_resume`. The health monitor
+    keeps the weights its epoch started with here, so a resumed run reports the same figures.
+
+    :returns: a dict of NumPy arrays (plain numeric: checkpoints are never unpickled), or None.
+    """
+
+
+@hookspec
+def labnet_resume(run, state) -> None:
+    """Called once when a run resumes from a checkpoint, after ``labnet_run_start``.
+
+    :param state: every plugin's arrays as returned by :func:`labnet_checkpoint` when it was written.
+    """
+
+
+@hookspec
 def labnet_run_end(run, status, metrics, model, error) -> None:
     """Called once when a run ends, however it ends.
 

@@ -287,6 +287,12 @@ class _HookRelay:
     def __init__(self, manager, log_every: int = 0) -> None:
         self.manager, self.log_every = manager, log_every
 
+    def labnet_checkpoint(self, run):
+        return self.manager.call("labnet_checkpoint", run=run)
+
+    def labnet_resume(self, run, state):
+        return self.manager.call("labnet_resume", run=run, state=state)
+
     def labnet_epoch_end(self, **kwargs):
         result = self.manager.call("labnet_epoch_end", **kwargs)
         run, epoch, metrics = kwargs["run"], kwargs["epoch"], kwargs["metrics"]

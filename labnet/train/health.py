@@ -350,6 +350,22 @@ def labnet_epoch_end(run, epoch, metrics, model):
 
 
 @hookimpl
+def labnet_checkpoint(run):
+    monitor: Any = run.info.get("health")
+    if monitor is not None:
+        return {"health/epoch_start": monitor.start}  # the update ratio of the epoch under way counts from here
+    return None
+
+
+@hookimpl
+def labnet_resume(run, state):
+    monitor: Any = run.info.get("health")
+    start = state.get("health/epoch_start")
+    if monitor is not None and start is not None and start.shape == monitor.start.shape:
+        np.copyto(monitor.start, start)
+
+
+@hookimpl
 def labnet_run_end(run, status):
     monitor: Any = run.info.get("health")
     if monitor is not None:

@@ -114,6 +114,7 @@ class TrainerConfig:
 #: an epoch evaluation quicker than this stays in line: copying the weights and handing the work to a
 #: thread cost ~0.3 ms (the spiral run's 150 validation samples take 0.05 ms; MNIST's 5,000 take ~8 ms)
 BACKGROUND_MIN_SECONDS = 0.002
+PLUGIN_STATE = "plugin/"  # checkpoint entries of plugins (labnet_checkpoint / labnet_resume)
 
 
 @dataclass
@@ -195,7 +196,15 @@ class Trainer:
         if self.checkpoint_path is None:
             return None
         training = training if training is not None else self._training_state(epoch, batch_index, order, sums)
-        return ckpt.save_npz(self.checkpoint_path, {**training, **self._run_state(run)})
+        return ckpt.save_npz(self.checkpoint_path, {**training, **self._run_state(run), **self._plugin_state(run)})
+
+    def _plugin_state(self, run: Run) -> dict[str, np.ndarray]:
+        """What plugins need to continue exactly after a resume (``labnet_checkpoint``), under ``plugin/``."""
+        hook = getattr(self.hook, "labnet_checkpoint", None)
+        state: dict[str, np.ndarray] = {}
+        for part in (hook(run=run) if hook is not None else None) or []:
+            state.update({f"{PLUGIN_STATE}{key}": np.asarray(value) for key, value in (part or {}).items()})
+        return state
 
     def resume_from(self, path: str | Path) -> int:
         """Load model, optimizer, RNG and position from a checkpoint written by this trainer; returns its epoch."""
@@ -236,6 +245,10 @@ class Trainer:
         start_epoch, start_batch, order, sums = 1, 0, None, (0.0, 0.0, 0.0)
         if self._resume is not None:
             st = self._resume
+            resume_hook = getattr(self.hook, "labnet_resume", None)
+            if resume_hook is not None:
+                n = len(PLUGIN_STATE)
+                resume_hook(run=run, state={k[n:]: v for k, v in st.items() if k.startswith(PLUGIN_STATE)})
             saved = ckpt.decode_json(st["run"])
             run.step = saved["step"]  # (the history before it comes from the run's journal)
             run.best_objective, run.best_epoch = saved["best_objective"], saved["best_epoch"]

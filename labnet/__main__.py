@@ -143,7 +143,9 @@ def explain(err: BaseException, argv: list[str]) -> tuple[str, int]:
     if (yaml_message := yaml_error_message(err)) is not None:
         return yaml_message, 2
     if isinstance(err, LabnetError):
-        return str(err), 2 if type(err).__name__ in ("ConfigError", "ShapeError") else 1
+        from labnet.errors import ConfigError
+
+        return str(err), 2 if isinstance(err, ConfigError) else 1  # (a plugin's own ConfigError subclass too)
     from hydra.errors import HydraException
 
     if isinstance(err, HydraException):

@@ -151,11 +151,11 @@ def test_single_run_and_a_joblib_sweep_land_in_the_team_server(tmp_path, server)
     parent = next(r for r in runs if r.data.tags.get("labnet.role") == "sweep")
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(children) == 4 and parent.info.status == "FINISHED"
-    results = {
-        r["run_id"]: r for r in map(json.loads, map(Path.read_text, tmp_path.glob("multirun/*/*/*/result.json")))
-    }
+    from labnet.record.result import RunResult
+
+    results = {r.run_id: r for r in (RunResult.read(p.parent) for p in tmp_path.glob("multirun/*/*/*/result.json"))}
     for child in children:
-        _check_run(client, child, results[child.info.run_id]["history"], server)
+        _check_run(client, child, results[child.info.run_id].history, server)
         # 240 training points / batch 30 = 8 steps an epoch, 24 steps, every 4th logged
         steps = sorted(m.step for m in client.get_metric_history(child.info.run_id, "train_loss_step"))
         assert steps == [4, 8, 12, 16, 20, 24]
@@ -214,20 +214,39 @@ def test_server_stopped_while_runs_log_fail_or_train_on_and_lose_nothing(tmp_pat
     code, err, out_dir = outputs["fail"]
     assert code == 1, err[-3000:]
     assert "labnet: error: MLflow tracking failed" in err and "tracking.on_error=warn" in err
-    assert "Traceback" not in err
-    kept = json.loads((out_dir / "metrics.json").read_text())
+    assert f"labnet sync {out_dir}" in err and "Traceback" not in err
+    kept_fail = _journal(out_dir)
     assert (out_dir / "checkpoint.npz").is_file()
     logged = _logged_epochs(server["db_uri"], run_ids["fail"])
-    assert 2 <= len(logged) <= len(kept) < 100000, "failed at an epoch end soon after the server went away"
-    _same(logged, [(e, h["val_accuracy"]) for e, h in enumerate(kept[: len(logged)], 1)])
+    assert 2 <= len(logged) <= len(kept_fail) < 100000, "failed at an epoch end soon after the server went away"
 
     code, err, out_dir = outputs["warn"]
     assert code == 0, err[-3000:]
     assert "warning: MLflow tracking failed" in err
-    kept = json.loads((out_dir / "metrics.json").read_text())
-    assert len(kept) == WARN_EPOCHS, "trained on to the end, every epoch kept locally"
+    kept_warn = _journal(out_dir)
+    assert len(kept_warn) == WARN_EPOCHS, "trained on to the end, every epoch kept in the run's folder"
     assert json.loads((out_dir / "result.json").read_text())["status"] == "FINISHED"
     assert (out_dir / "checkpoint.npz").is_file() and (out_dir / "weights.npz").is_file()
-    logged = _logged_epochs(server["db_uri"], run_ids["warn"])
-    assert 2 <= len(logged) < WARN_EPOCHS, "the server went away mid-run"
-    _same(logged, [(e, h["val_accuracy"]) for e, h in enumerate(kept[: len(logged)], 1)])
+    assert 2 <= len(_logged_epochs(server["db_uri"], run_ids["warn"])) < WARN_EPOCHS, "the server went away mid-run"
+
+    # the server is back: a sync brings MLflow up to date, nothing lost, nothing twice, nothing left RUNNING
+    port = server["url"].rsplit(":", 1)[1]
+    restarted = _script("start", "--dir", str(server["dir"]), "--port", port, "--workers", "1")
+    assert restarted.returncode == 0, restarted.stderr
+    for mode, kept in (("fail", kept_fail), ("warn", kept_warn)):
+        cwd = runs[mode][0]
+        synced = subprocess.run(
+            [sys.executable, "-m", "labnet", "sync", "--wait"], cwd=cwd, env=_env(), capture_output=True, text=True
+        )
+        assert synced.returncode == 0, synced.stderr
+        run = MlflowClient(server["url"]).get_run(run_ids[mode])
+        assert run.info.status == ("FAILED" if mode == "fail" else "FINISHED")
+        _same(_logged_epochs(server["db_uri"], run_ids[mode]), [(e, h["val_accuracy"]) for e, h in enumerate(kept, 1)])
+
+
+def _journal(folder: Path) -> list[dict]:
+    """The per-epoch metrics in a run's journal, epoch 1 first."""
+    records = [json.loads(line) for line in (folder / "journal.jsonl").read_text().splitlines() if line.strip()]
+    epochs = [r for r in records if r["type"] == "epoch"]
+    assert [r["epoch"] for r in epochs] == list(range(1, len(epochs) + 1))
+    return [r["metrics"] for r in epochs]

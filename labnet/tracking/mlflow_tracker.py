@@ -20,15 +20,18 @@ from omegaconf import OmegaConf
 from labnet import hookimpl
 from labnet.errors import ConfigError, TrackingError
 from labnet.record.files import atomic_write_text
-from labnet.tracking.store import EXPERIMENT_ENV, PARENT_RUN_ENV, explicit_uri, on_error_policy, reachable_or_warn
+from labnet.tracking.store import (
+    EXPERIMENT_ENV,
+    PARENT_RUN_ENV,
+    experiment_name,
+    explicit_uri,
+    on_error_policy,
+    reachable_or_warn,
+)
 from labnet.tracking.syncer import ensure_syncer, pending, register, wait_for
 
 SYNC_MODES = ("background", "wait", "later")
 WAIT_SECONDS = 300.0  # tracking.sync=wait: the longest a run waits for MLflow to hold all of it
-
-
-def experiment_name(cfg) -> str:
-    return cfg.tracking.get("experiment") or cfg.dataset.name
 
 
 def sync_mode(tracking_cfg) -> str:
@@ -102,8 +105,50 @@ def labnet_run_start(run, cfg, model):
     mode = sync_mode(tracking)
     if mode != "later" and reachable:
         ensure_syncer(_workdir())
+    if mode != "later" and reachable:
+        run.info["mlflow_sync"] = SyncWatch(run.output_dir, tracking)
     if mode == "wait" and reachable:
         run.info.setdefault("after_end", []).append(lambda: wait_until_synced(run.output_dir, tracking))
+
+
+class SyncWatch:
+    """What the training process learns of its background sync: at an epoch's end, whether the syncer failed
+    (a stat of the folder's sync state; read only when it changed)."""
+
+    def __init__(self, folder: Path, tracking_cfg) -> None:
+        from labnet.record.result import SYNC_STATE_FILE
+
+        self.path, self.policy = folder / SYNC_STATE_FILE, on_error_policy(tracking_cfg)
+        self.seen_mtime, self.warned = 0.0, False
+
+    def check(self) -> None:
+        try:
+            mtime = self.path.stat().st_mtime
+        except OSError:
+            return
+        if mtime == self.seen_mtime:
+            return
+        self.seen_mtime = mtime
+        try:
+            error = json.loads(self.path.read_text()).get("error")
+        except (OSError, ValueError):
+            return
+        if not error:
+            return
+        folder = self.path.parent
+        if self.policy == "fail":
+            raise TrackingError(
+                f"MLflow tracking failed: {error}. The run is recorded in {folder} up to here (its journal and "
+                f"last checkpoint): `labnet sync {folder}` uploads it once the store is back, and "
+                f"`labnet resume {folder}` continues it; use tracking.on_error=warn to train on without MLflow"
+            )
+        if not self.warned:
+            self.warned = True
+            print(
+                f"labnet: warning: MLflow tracking failed ({error}); training goes on, the run is recorded in "
+                f"{folder}, and MLflow is brought up to date when the store is back (or by `labnet sync`)",
+                file=sys.stderr,
+            )
 
 
 def wait_until_synced(folder: Path, tracking_cfg) -> None:
@@ -123,6 +168,13 @@ def wait_until_synced(folder: Path, tracking_cfg) -> None:
     if on_error_policy(tracking_cfg) == "fail":
         raise TrackingError(message)
     print(f"labnet: warning: {message}", file=sys.stderr)
+
+
+@hookimpl(trylast=True)
+def labnet_epoch_end(run):
+    watch = run.info.get("mlflow_sync")
+    if watch is not None:
+        watch.check()
 
 
 @hookimpl(trylast=True)

@@ -31,6 +31,11 @@ def explicit_uri(tracking_cfg) -> str | None:
     return absolute_store_uri(uri) if uri else None
 
 
+def experiment_name(cfg) -> str:
+    """The MLflow experiment a run goes to: ``tracking.experiment``, else its data set's name."""
+    return cfg.tracking.get("experiment") or cfg.dataset.name
+
+
 def sqlite_path(uri: str) -> Path | None:
     if not uri.startswith(SQLITE):
         return None

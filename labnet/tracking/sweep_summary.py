@@ -19,8 +19,7 @@ from labnet.record.journal import owner_alive
 from labnet.record.result import RunResult
 from labnet.sweep.jobs import PRIOR_RUNS_FILE
 from labnet.tracking.mirror import Mirror, find_or_create_experiment
-from labnet.tracking.mlflow_tracker import experiment_name
-from labnet.tracking.store import EXPERIMENT_ENV, PARENT_RUN_ENV, absolute_store_uri
+from labnet.tracking.store import EXPERIMENT_ENV, PARENT_RUN_ENV, absolute_store_uri, experiment_name
 from labnet.tracking.syncer import pending
 
 

@@ -11,9 +11,10 @@ Each component, built-in or from a plugin, is built on small random inputs and c
   ``state slots``: every declared slot is created and changes over 3 steps, and ``weight decay``
   (``weight_decay=0.5``) is applied exactly once: coupled (the ``weight_decay=0`` step on ``g + wd * p``)
   or decoupled (``p *= 1 - lr * wd`` before or after it); applied twice is named as such.
-- **dataset** (:mod:`labnet.testing.datasets`): a tiny ``load`` that gives the ``same`` data for the same
-  seed and whose ``shapes``, ``dtypes`` and ``labels`` (range, number of classes) are consistent. A data set whose files are missing (a :class:`DataError`) is
-  SKIPPED with the reason; ``download=False`` is passed when the constructor takes it.
+- **dataset** (:mod:`labnet.testing.datasets`): a tiny ``load`` that gives the ``same seed`` data twice
+  and whose ``shapes``, ``dtypes`` and ``labels`` (range, number of classes) are consistent. A data set
+  whose files are missing (a :class:`DataError`) is SKIPPED with the reason; ``download=False`` is passed
+  when the constructor takes it.
 
 How a component is built for checking (declared on the class, so a plugin controls it):
 
@@ -257,7 +258,9 @@ def check_dataset(cls: type, name: str) -> list[tuple[str, str, float | None, st
         rows.append((check, FAIL if problems else PASS, None, "; ".join(problems) or detail))
     labels = datasets.label_problems(data)
     c = data.num_classes
-    rows.append(("labels", FAIL if labels else PASS, None, "; ".join(labels) or f"labels in 0..{c - 1}, every class in train"))
+    rows.append(
+        ("labels", FAIL if labels else PASS, None, "; ".join(labels) or f"labels in 0..{c - 1}, every class in train")
+    )
     return rows
 
 

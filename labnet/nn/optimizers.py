@@ -79,7 +79,9 @@ class Optimizer:
         """The state array ``slot`` of parameter ``key``, created as zeros like ``like`` at first use."""
         arrays = self.state.get(slot)
         if arrays is None:
-            raise KeyError(f"{type(self).__name__} has no state slot {slot!r}; declare it: slots = {self.slots + (slot,)}")
+            raise KeyError(
+                f"{type(self).__name__} has no state slot {slot!r}; declare it: slots = {self.slots + (slot,)}"
+            )
         arr = arrays.get(key)
         if arr is None:
             arr = arrays[key] = np.zeros_like(like)
@@ -233,7 +235,13 @@ class Adam(Optimizer):
     def update(self, key, p, g):
         m, v, tmp = self.slot("m_sum", key, p), self.slot("v_sum", key, p), self.scratch("tmp", key, p)
         root = math.sqrt(1.0 - self.beta2)  # sqrt(v) = root * sqrt(v_sum)
-        lr_t = self.lr * math.sqrt(1.0 - self.beta2**self.step_count) / (1.0 - self.beta1**self.step_count) * (1.0 - self.beta1) / root
+        lr_t = (
+            self.lr
+            * math.sqrt(1.0 - self.beta2**self.step_count)
+            / (1.0 - self.beta1**self.step_count)
+            * (1.0 - self.beta1)
+            / root
+        )
         m *= self.beta1
         m += g
         v *= self.beta2

@@ -152,10 +152,14 @@ def slots_change(make: Make) -> Verdict:
     problems = []
     for slot, history in seen.items():
         if not history[-1]:
-            problems.append(f"slot {slot!r} is declared but never created (update() never calls self.slot({slot!r}, ...))")
+            problems.append(
+                f"slot {slot!r} is declared but never created (update() never calls self.slot({slot!r}, ...))"
+            )
         elif all(h.keys() == history[0].keys() and _max_diff(h, history[0]) == 0.0 for h in history[1:]):
             value = "zeros" if not any(np.any(a) for a in history[0].values()) else "its first value"
-            problems.append(f"slot {slot!r} never changes over {STEPS} steps (stays {value}): update() does not update it")
+            problems.append(
+                f"slot {slot!r} never changes over {STEPS} steps (stays {value}): update() does not update it"
+            )
     if problems:
         return False, None, "; ".join(problems)
     return True, None, f"{', '.join(declared)} change over {STEPS} steps"
@@ -214,14 +218,22 @@ def weight_decay_applied_once(make: Make, decay: float = CHECK_WEIGHT_DECAY) -> 
     twice = {form: off(form) for form in TWICE}
     doubled = [form for form, d in twice.items() if d <= tolerance]
     if doubled:
-        return False, min(twice.values()), (
-            f"{where}: weight decay is applied twice ({doubled[0]}): the base class's step() already adds "
-            "weight_decay * p to the gradient; an update() that decays p itself needs "
-            "`decoupled_weight_decay = True` on the class"
+        return (
+            False,
+            min(twice.values()),
+            (
+                f"{where}: weight decay is applied twice ({doubled[0]}): the base class's step() already adds "
+                "weight_decay * p to the gradient; an update() that decays p itself needs "
+                "`decoupled_weight_decay = True` on the class"
+            ),
         )
     closest = min(distances, key=distances.__getitem__)
-    return False, distances[closest], (
-        f"{where}: the steps match no form of weight decay applied once (closest: {closest}, off by "
-        f"{distances[closest]:.2e} relative): coupled is the step of weight_decay=0 on g + weight_decay * p, "
-        "decoupled is p *= 1 - lr * weight_decay before or after it"
+    return (
+        False,
+        distances[closest],
+        (
+            f"{where}: the steps match no form of weight decay applied once (closest: {closest}, off by "
+            f"{distances[closest]:.2e} relative): coupled is the step of weight_decay=0 on g + weight_decay * p, "
+            "decoupled is p *= 1 - lr * weight_decay before or after it"
+        ),
     )

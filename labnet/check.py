@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from labnet.errors import DataError, LabnetError
+from labnet.errors import DataError
 from labnet.nn.gradcheck import gradcheck, gradcheck_loss
 from labnet.testing import datasets, optimizers
 
@@ -312,8 +312,6 @@ def summary(results: list[CheckResult]) -> dict[str, int]:
 
 def check_command(argv: list[str]) -> int:
     """`labnet plugins check [NAME...] [--json]`: 0 if nothing failed, 1 on a failure, 2 on a usage error."""
-    from labnet.plugins import Registry, get_plugin_manager
-
     parser = argparse.ArgumentParser(
         prog="labnet plugins check",
         description="Check every installed component (or the NAMEs given) against labnet's contracts: "
@@ -322,12 +320,12 @@ def check_command(argv: list[str]) -> int:
     parser.add_argument("names", nargs="*", metavar="NAME", help="component names to check (default: all)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
-    manager = get_plugin_manager()
-    try:
-        registry = Registry(manager)
-    except LabnetError as err:
-        print(f"labnet plugins check: {err}", file=sys.stderr)
+    from labnet.cli_plugins import load_for_diagnosis
+
+    loaded = load_for_diagnosis("labnet plugins check")
+    if loaded is None:
         return 2
+    _, registry, problems = loaded
     known = {c.name for c in registry.list()}
     unknown = [n for n in args.names if n not in known]
     if unknown:
@@ -338,11 +336,10 @@ def check_command(argv: list[str]) -> int:
         )
         return 2
     results = run_checks(registry, args.names)
-    if not args.names:  # a plugin that failed to import cannot be checked: that is a failure too
-        for broken in manager.broken:
-            results.append(
-                CheckResult(broken.plugin, "plugin", str(broken.provider), "import", FAIL, None, broken.error)
-            )
+    if not args.names:  # a plugin that failed to load cannot be checked: that is a failure too
+        for broken in problems:
+            error = broken.error.splitlines()[0]
+            results.append(CheckResult(broken.plugin, "plugin", str(broken.provider), broken.stage, FAIL, None, error))
     counts = summary(results)
     if args.json:
         print(json.dumps({"results": [asdict(r) for r in results], "summary": counts}, indent=2))

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from labnet.testing import plugin_manager  # noqa: F401  (the fixture, imported as a plugin's conftest does)
+
 #: ../shared/data next to the repository, as in CI (DESIGN.md, "Data files")
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -69,9 +69,9 @@ def test_the_documented_plugin_registers_and_its_hook_stops_a_run(module):
         component = registry.component("layer", cls.name)
         assert component.cls is cls and component.provider.dist == "labnet-docs-example"
     run = types.SimpleNamespace(stop_reason=None)
-    manager.hook.labnet_epoch_end(run=run, epoch=1, metrics={"val_accuracy": 0.5}, model=None)
+    manager.hook.labnet_epoch_end(run=run, epoch=1, metrics={"val_accuracy": 0.5}, model=None, optimizer=None)
     assert run.stop_reason is None
-    manager.hook.labnet_epoch_end(run=run, epoch=2, metrics={"val_accuracy": 0.995}, model=None)
+    manager.hook.labnet_epoch_end(run=run, epoch=2, metrics={"val_accuracy": 0.995}, model=None, optimizer=None)
     assert "0.995" in run.stop_reason
 
 

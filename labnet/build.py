@@ -6,25 +6,35 @@ from typing import Any
 
 import numpy as np
 
-from labnet.config import build_component, check_flag, constructor_parameters
+from labnet.config import MLP_ONLY_KEYS, build_component, check_flag, constructor_parameters
 from labnet.data.base import DataSplits
 from labnet.errors import ConfigError, ShapeError
 from labnet.nn.model import Sequential
 from labnet.plugins import Registry
 
-MODEL_KEYS = ("hidden_sizes", "activation", "init", "use_batchnorm", "dropout", "weight_decay", "layers")
+MODEL_KEYS = (*MLP_ONLY_KEYS, "init", "weight_decay", "layers")
 
 
 def mlp_layer_specs(
-    hidden_sizes: list[int], activation: str, init: str | float, use_batchnorm: bool, dropout: float, num_classes: int
+    hidden_sizes: list[int],
+    activation: str | dict[str, Any],
+    init: str | float,
+    use_batchnorm: bool,
+    dropout: float,
+    num_classes: int,
 ) -> list[dict[str, Any]]:
-    """The book's multi-layer net: [affine, (batchnorm), activation, (dropout)] per hidden layer, then affine."""
+    """The book's multi-layer net: [affine, (batchnorm), activation, (dropout)] per hidden layer, then affine.
+
+    ``activation`` is a layer name (``relu``, a plugin's ``leaky_relu``) or a layer spec with its options
+    (``{type: leaky_relu, negative_slope: 0.2}``).
+    """
+    activation_spec = dict(activation) if isinstance(activation, dict) else {"type": activation}
     specs: list[dict[str, Any]] = []
     for units in hidden_sizes:
         specs.append({"type": "affine", "units": units, "init": init})
         if use_batchnorm:
             specs.append({"type": "batchnorm"})
-        specs.append({"type": activation})
+        specs.append(dict(activation_spec))
         if dropout:
             specs.append({"type": "dropout", "ratio": dropout})
     specs.append({"type": "affine", "units": num_classes, "init": init})
@@ -44,7 +54,9 @@ def build_model(
         raise ConfigError(f"model.weight_decay={weight_decay!r}: must be {accepted}")
     specs = model_cfg.get("layers")
     if not specs:
-        specs = mlp_layer_specs(**_mlp_options(model_cfg), num_classes=data.num_classes)
+        options = _mlp_options(model_cfg)
+        _check_activation(options["activation"], registry)
+        specs = mlp_layer_specs(**options, num_classes=data.num_classes)
     layers = []
     for index, spec in enumerate(specs):
         spec = dict(spec)
@@ -87,8 +99,11 @@ def _mlp_options(model_cfg: dict[str, Any]) -> dict[str, Any]:
     if not 0 <= dropout < 1:
         raise ConfigError(f"model.dropout={dropout!r}: must be {accepted}")
     activation = model_cfg.get("activation", "relu")
-    if not isinstance(activation, str):
-        raise ConfigError(f"model.activation={activation!r}: must be a layer name such as relu, sigmoid or tanh")
+    if not (isinstance(activation, str) or (isinstance(activation, dict) and isinstance(activation.get("type"), str))):
+        raise ConfigError(
+            f"model.activation={activation!r}: must be a layer name such as relu, sigmoid or tanh, or a layer "
+            "with options such as {type: leaky_relu, negative_slope: 0.2}"
+        )
     return {
         "hidden_sizes": list(hidden),
         "activation": activation,
@@ -96,6 +111,13 @@ def _mlp_options(model_cfg: dict[str, Any]) -> dict[str, Any]:
         "use_batchnorm": use_batchnorm,
         "dropout": dropout,
     }
+
+
+def _check_activation(activation: str | dict[str, Any], registry: Registry) -> None:
+    """Build the activation once so that a bad name or option is named as ``model.activation...``."""
+    options = dict(activation) if isinstance(activation, dict) else {"type": activation}
+    cls = registry.get("layer", options.pop("type"))
+    build_component(cls, "layer", options, where="model.activation")
 
 
 def model_spec(model: Sequential) -> dict[str, Any]:

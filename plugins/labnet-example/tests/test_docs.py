@@ -75,6 +75,20 @@ def test_the_documented_plugin_registers_and_its_hook_stops_a_run(module):
     assert "0.995" in run.stop_reason
 
 
+def test_the_documented_optimizer_passes_the_checks_and_the_lr_hook_logs(module):
+    from labnet.check import check_optimizer
+    from labnet.testing import HookRecorder, fresh_manager
+
+    rows = check_optimizer(module.Lion, "lion")
+    assert [(check, result) for check, result, _, _ in rows if result != "PASS"] == [], rows
+    manager = fresh_manager(builtins=False)
+    manager.register(module.LearningRateLog(), "lrlog", Provider("lrlog", "labnet-docs-example", "0.0"))
+    metrics = {}
+    with HookRecorder(manager) as recorder:
+        manager.hook.labnet_epoch_end(run=None, epoch=1, metrics=metrics, model=None, optimizer=module.Lion(lr=3e-4))
+    assert metrics == {"lr": 3e-4} and recorder.names() == ["labnet_epoch_end"]
+
+
 def test_every_hook_is_documented(doc):
     hooks = [name for name in vars(hookspecs) if name.startswith("labnet_")]
     assert len(hooks) >= 10

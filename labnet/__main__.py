@@ -22,6 +22,10 @@ def main(argv: list[str] | None = None) -> int:
         from labnet.cli_plugins import plugins_command
 
         return plugins_command(argv[1:])
+    if argv and argv[0] == "plugin":  # `labnet plugin new NAME`
+        from labnet.scaffold import plugin_command
+
+        return plugin_command(argv[1:])
     if argv and argv[0] == "compare":  # before --help: `labnet compare --help` is compare's own
         from labnet.compare import compare_command
 

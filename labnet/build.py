@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from labnet.config import build_component, check_flag, constructor_parameters
+from labnet.config import MLP_ONLY_KEYS, build_component, check_flag, constructor_parameters
 from labnet.data.base import DataSplits
 from labnet.errors import ConfigError, ShapeError
 from labnet.memory import check_model_fits, largest_batches
@@ -15,14 +15,24 @@ from labnet.plugins import Registry
 from labnet.train.health import is_activation
 from labnet.train.trainer import TrainerConfig
 
-MODEL_KEYS = ("hidden_sizes", "activation", "init", "use_batchnorm", "dropout", "weight_decay", "layers")
+MODEL_KEYS = (*MLP_ONLY_KEYS, "init", "weight_decay", "layers")
 
 
 def mlp_layer_specs(
-    hidden_sizes: list[int], activation: str, init: str | float, use_batchnorm: bool, dropout: float, num_classes: int
+    hidden_sizes: list[int],
+    activation: str | dict[str, Any],
+    init: str | float,
+    use_batchnorm: bool,
+    dropout: float,
+    num_classes: int,
 ) -> list[tuple[str, dict[str, Any]]]:
     """The book's multi-layer net: [affine, (batchnorm), activation, (dropout)] per hidden layer, then affine;
-    each spec with the config option it comes from (what an error about the layer names)."""
+    each spec with the config option it comes from (what an error about the layer names).
+
+    ``activation`` is a layer name (``relu``, a plugin's ``leaky_relu``) or a layer spec with its options
+    (``{type: leaky_relu, negative_slope: 0.2}``).
+    """
+    activation_spec = dict(activation) if isinstance(activation, dict) else {"type": activation}
     specs: list[tuple[str, dict[str, Any]]] = []
     origin = "the output layer"
     for index, units in enumerate(hidden_sizes):
@@ -30,7 +40,7 @@ def mlp_layer_specs(
         specs.append((origin, {"type": "affine", "units": units, "init": init}))
         if use_batchnorm:
             specs.append((origin, {"type": "batchnorm"}))
-        specs.append((origin, {"type": activation}))
+        specs.append((origin, dict(activation_spec)))
         if dropout:
             specs.append((origin, {"type": "dropout", "ratio": dropout}))
     specs.append((origin, {"type": "affine", "units": num_classes, "init": init}))
@@ -57,7 +67,9 @@ def build_model(
     if model_cfg.get("layers"):
         specs = [(f"model.layers[{index}]", spec) for index, spec in enumerate(model_cfg["layers"])]
     else:
-        specs = mlp_layer_specs(**_mlp_options(model_cfg, registry), num_classes=data.num_classes)
+        options = _mlp_options(model_cfg, registry)
+        _check_activation(options["activation"], registry)
+        specs = mlp_layer_specs(**options, num_classes=data.num_classes)
     layers = []
     for index, (_, spec) in enumerate(specs):
         spec = dict(spec)
@@ -102,11 +114,19 @@ def _mlp_options(model_cfg: dict[str, Any], registry: Registry) -> dict[str, Any
     if not 0 <= dropout < 1:
         raise ConfigError(f"model.dropout={dropout!r}: must be {accepted}")
     activation = model_cfg.get("activation", "relu")
-    activations = [c.name for c in registry.list("layer") if is_activation(c.cls)]
-    if not isinstance(activation, str) or activation not in activations:
-        known = activation in {c.name for c in registry.list("layer")} if isinstance(activation, str) else False
+    kind = activation if isinstance(activation, str) else (activation or {}).get("type") if isinstance(
+        activation, dict
+    ) else None
+    if not isinstance(kind, str):
         raise ConfigError(
-            f"model.activation={activation!r}: "
+            f"model.activation={activation!r}: must be a layer name such as relu, sigmoid or tanh, or a layer "
+            "with options such as {type: leaky_relu, negative_slope: 0.2}"
+        )
+    activations = [c.name for c in registry.list("layer") if is_activation(c.cls)]
+    if kind not in activations:
+        known = kind in {c.name for c in registry.list("layer")}
+        raise ConfigError(
+            f"model.activation={kind!r}: "
             + ("that layer is not an activation" if known else "no such activation is installed")
             + f"; available: {', '.join(activations) or 'none'} (a plugin's layer counts as one with "
             "`is_activation = True`; model.layers builds a net of any layers)"
@@ -118,6 +138,13 @@ def _mlp_options(model_cfg: dict[str, Any], registry: Registry) -> dict[str, Any
         "use_batchnorm": use_batchnorm,
         "dropout": dropout,
     }
+
+
+def _check_activation(activation: str | dict[str, Any], registry: Registry) -> None:
+    """Build the activation once so that a bad name or option is named as ``model.activation...``."""
+    options = dict(activation) if isinstance(activation, dict) else {"type": activation}
+    cls = registry.get("layer", options.pop("type"))
+    build_component(cls, "layer", options, where="model.activation")
 
 
 def model_spec(model: Sequential) -> dict[str, Any]:

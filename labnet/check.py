@@ -8,12 +8,15 @@ Each component, built-in or from a plugin, is built on small random inputs and c
   differentiate the evaluation function, not reuse the training forward's caches) and ``modes``
   (training and evaluation forward passes give ``(n, *output_shape(input_shape))`` and keep float32).
 - **loss**: ``gradcheck`` of ``backward()`` with integer labels and with one-hot targets.
-- **optimizer**: ``zero gradient`` leaves the parameters unchanged (``weight_decay=0``),
-  ``state_dict`` survives an ``.npz`` round trip and gives the identical next step, and
-  ``weight decay`` (``weight_decay=0.1``) shrinks the parameters' norm on a zero gradient.
-- **dataset**: a tiny ``load`` whose ``shapes``, ``dtypes`` and ``labels`` (range, number of
-  classes) are consistent. A data set whose files are missing (a :class:`DataError`) is
-  SKIPPED with the reason; ``download=False`` is passed when the constructor takes it.
+- **optimizer** (:mod:`labnet.testing.optimizers`): ``zero gradient`` leaves the parameters unchanged
+  (``weight_decay=0``), ``state_dict`` survives an ``.npz`` round trip and gives the identical next step,
+  ``state slots``: every declared slot is created and changes over 3 steps, and ``weight decay``
+  (``weight_decay=0.5``) is applied exactly once: coupled (the ``weight_decay=0`` step on ``g + wd * p``)
+  or decoupled (``p *= 1 - lr * wd`` before or after it); applied twice is named as such.
+- **dataset** (:mod:`labnet.testing.datasets`): a tiny ``load`` that gives the ``same seed`` data twice
+  and whose ``shapes``, ``dtypes`` and ``labels`` (range, number of classes) are consistent. A data set
+  whose files are missing (a :class:`DataError`) is SKIPPED with the reason; ``download=False`` is passed
+  when the constructor takes it.
 
 How a component is built for checking (declared on the class, so a plugin controls it):
 
@@ -31,9 +34,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import io
 import json
-import math
 import sys
 import traceback
 from dataclasses import asdict, dataclass
@@ -41,8 +42,9 @@ from typing import Any
 
 import numpy as np
 
-from labnet.errors import DataError, LabnetError
+from labnet.errors import DataError
 from labnet.nn.gradcheck import gradcheck, gradcheck_eval, gradcheck_loss
+from labnet.testing import datasets, optimizers
 
 #: largest accepted relative error of a float64 gradient check
 TOLERANCE = 1e-6
@@ -196,88 +198,31 @@ def check_loss(cls: type, name: str) -> list[tuple[str, str, float | None, str]]
 # --------------------------------------------------------------------------- optimizers
 
 
-def _params(rng: np.random.Generator) -> dict[str, np.ndarray]:
-    return {"0.W": rng.standard_normal((4, 3)), "0.b": rng.standard_normal(3)}
-
-
-def _copy(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {k: v.copy() for k, v in arrays.items()}
-
-
-def _norm(arrays: dict[str, np.ndarray]) -> float:
-    return math.sqrt(sum(float(np.sum(v * v)) for v in arrays.values()))
-
-
-def _max_diff(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
-    return max(float(np.max(np.abs(a[k] - b[k]))) for k in a)
-
-
 def check_optimizer(cls: type, name: str) -> list[tuple[str, str, float | None, str]]:
     takes_decay = "weight_decay" in _parameters(cls)
     no_decay = {"weight_decay": 0.0} if takes_decay else {}
+    make_plain = lambda **kw: instantiate("optimizer", cls, **{**no_decay, **kw})  # noqa: E731
+    checks = [
+        ("zero gradient", optimizers.zero_gradient, make_plain),
+        ("state_dict", optimizers.state_round_trip, make_plain),
+        ("state slots", optimizers.slots_change, make_plain),
+    ]
+    if takes_decay:
+        make = lambda **kw: instantiate("optimizer", cls, **kw)  # noqa: E731
+        checks.append(("weight decay", optimizers.weight_decay_applied_once, make))
     rows = []
-    for check, fn in (("zero gradient", _zero_gradient), ("state_dict", _state_round_trip)):
+    for check, fn, make in checks:
         try:
-            rows.append((check, *fn(lambda **kw: instantiate("optimizer", cls, **no_decay, **kw))))
+            passed, error, detail = fn(make)
         except NeedsExampleArgs as err:
             return [("build", FAIL, None, str(err))]
         except Exception as err:
             rows.append((check, FAIL, None, _describe(err)))
+            continue
+        rows.append((check, PASS if passed else FAIL, error, detail))
     if not takes_decay:
         rows.append(("weight decay", SKIP, None, "the constructor takes no weight_decay"))
-        return rows
-    try:
-        rows.append(("weight decay", *_weight_decay(instantiate("optimizer", cls, weight_decay=0.1))))
-    except Exception as err:
-        rows.append(("weight decay", FAIL, None, _describe(err)))
     return rows
-
-
-def _zero_gradient(make) -> tuple[str, float, str]:
-    optimizer = make()
-    params = _params(np.random.default_rng(0))
-    before = _copy(params)
-    zeros = {k: np.zeros_like(v) for k, v in params.items()}
-    for _ in range(3):
-        optimizer.step(params, zeros)
-    change = _max_diff(params, before)
-    if change == 0.0:
-        return PASS, change, "3 steps on a zero gradient"
-    return FAIL, change, f"3 steps on a zero gradient moved the parameters by up to {change:.3g}"
-
-
-def _state_round_trip(make) -> tuple[str, float, str]:
-    rng = np.random.default_rng(1)
-    params = _params(rng)
-    grads = [{k: rng.standard_normal(v.shape) for k, v in params.items()} for _ in range(3)]
-    first = make()
-    for g in grads[:2]:
-        first.step(params, g)
-    buffer = io.BytesIO()
-    np.savez(buffer, **first.state_dict())  # as a checkpoint stores it
-    buffer.seek(0)
-    with np.load(buffer, allow_pickle=False) as saved:
-        state = {k: saved[k] for k in saved.files}
-    second = make()
-    second.load_state_dict(state)
-    a, b = _copy(params), _copy(params)
-    first.step(a, grads[2])
-    second.step(b, grads[2])
-    diff = _max_diff(a, b)
-    if diff == 0.0:
-        return PASS, diff, f"{len(state)} entries through .npz, identical next step"
-    return FAIL, diff, f"after load_state_dict the next step differs by up to {diff:.3g}"
-
-
-def _weight_decay(optimizer) -> tuple[str, float, str]:
-    params = _params(np.random.default_rng(2))
-    before = _norm(params)
-    zeros = {k: np.zeros_like(v) for k, v in params.items()}
-    optimizer.step(params, zeros)
-    ratio = _norm(params) / before
-    if ratio < 1.0:
-        return PASS, None, f"weight_decay=0.1, zero gradient: norm x{ratio:.6f}"
-    return FAIL, None, f"weight_decay=0.1 on a zero gradient did not shrink the norm (x{ratio:.6f})"
 
 
 # --------------------------------------------------------------------------- data sets
@@ -287,80 +232,38 @@ def check_dataset(cls: type, name: str) -> list[tuple[str, str, float | None, st
     overrides = {"download": False} if "download" in _parameters(cls) else {}
     try:
         dataset = instantiate("dataset", cls, **overrides)
-        load_params = inspect.signature(dataset.load).parameters
-        rng = np.random.default_rng(0)
-        data = dataset.load(rng, dtype=np.float32) if "dtype" in load_params else dataset.load(rng)
+        takes_dtype = "dtype" in inspect.signature(dataset.load).parameters
+        data = datasets.load(dataset, 0)
     except NeedsExampleArgs as err:
         return [("build", FAIL, None, str(err))]
     except DataError as err:
         return [("load", SKIP, None, str(err).split("\n")[0])]
     except Exception as err:
         return [("load", FAIL, None, _describe(err))]
-    splits = {s: getattr(data, s, None) for s in ("train", "val", "test")}
-    present = {s: split for s, split in splits.items() if split is not None}
+    present = datasets.present_splits(data)
     sizes = ", ".join(f"{s} {len(split.x)}" for s, split in present.items())
     rows = [("load", PASS, None, f"{sizes}; input_shape {tuple(data.input_shape)}, {data.num_classes} classes")]
-    rows.append(_data_shapes(data, present))
-    rows.append(_data_dtypes(present, exact="dtype" in load_params))
-    rows.append(_data_labels(data, present))
-    return rows
-
-
-def _data_shapes(data, splits) -> tuple[str, str, None, str]:
-    problems = []
-    if "train" not in splits or len(splits["train"].x) == 0:
-        problems.append("no training samples")
-    for s, split in splits.items():
-        x, y = split.x, split.y
-        if tuple(x.shape[1:]) != tuple(data.input_shape):
-            problems.append(f"{s}.x has samples of shape {x.shape[1:]}, input_shape is {tuple(data.input_shape)}")
-        if len(x) != len(y):
-            problems.append(f"{s}.x has {len(x)} samples, {s}.y {len(y)}")
-        if y.ndim == 2 and y.shape[1] != data.num_classes:
-            problems.append(f"{s}.y one-hot has {y.shape[1]} columns, num_classes is {data.num_classes}")
-        if y.ndim not in (1, 2):
-            problems.append(f"{s}.y has shape {y.shape}: expected labels (n,) or one-hot (n, num_classes)")
-    return ("shapes", FAIL if problems else PASS, None, "; ".join(problems))
-
-
-def _data_dtypes(splits, exact: bool) -> tuple[str, str, None, str]:
-    problems = []
-    for s, split in splits.items():
-        if exact and split.x.dtype != np.float32:
-            problems.append(f"{s}.x is {split.x.dtype} although load(dtype=float32) was asked for")
-        elif not np.issubdtype(split.x.dtype, np.floating):
-            problems.append(f"{s}.x is {split.x.dtype}, not floating point")
-        y = split.y
-        if y.ndim == 1 and not np.issubdtype(y.dtype, np.integer):
-            problems.append(f"{s}.y labels are {y.dtype}, not integers")
-        if y.ndim == 2 and not np.issubdtype(y.dtype, np.floating):
-            problems.append(f"{s}.y one-hot rows are {y.dtype}, not floating point")
-    detail = "; ".join(problems) or ", ".join(f"{s}: x {sp.x.dtype}, y {sp.y.dtype}" for s, sp in splits.items())
-    return ("dtypes", FAIL if problems else PASS, None, detail)
-
-
-def _data_labels(data, splits) -> tuple[str, str, None, str]:
+    try:
+        where = datasets.difference(data, datasets.load(dataset, 0))
+        same = ("same seed", PASS, None, "two loads with seed 0 are identical")
+        if where is not None:
+            same = ("same seed", FAIL, None, f"two loads with seed 0 differ in {where}: draw randomness from the rng")
+    except Exception as err:
+        same = ("same seed", FAIL, None, _describe(err))
+    rows.append(same)
+    dtypes = datasets.dtype_problems(data, np.float32 if takes_dtype else None)
+    dtype_detail = ", ".join(f"{s}: x {sp.x.dtype}, y {sp.y.dtype}" for s, sp in present.items())
+    for check, problems, detail in (
+        ("shapes", datasets.shape_problems(data), ""),
+        ("dtypes", dtypes, dtype_detail),
+    ):
+        rows.append((check, FAIL if problems else PASS, None, "; ".join(problems) or detail))
+    labels = datasets.label_problems(data)
     c = data.num_classes
-    if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or c < 2:
-        return ("labels", FAIL, None, f"num_classes={c!r}: expected an integer >= 2")
-    problems = []
-    for s, split in splits.items():
-        y = split.y
-        if y.ndim == 2:
-            if not (np.isin(y, (0, 1)).all() and np.all(y.sum(axis=1) == 1)):
-                problems.append(f"{s}.y has rows that are not one-hot")
-                continue
-            labels = y.argmax(axis=1)
-        elif y.ndim == 1 and np.issubdtype(y.dtype, np.integer):
-            labels = y
-        else:
-            continue  # reported by the dtype / shape checks
-        if len(labels) and (labels.min() < 0 or labels.max() >= c):
-            problems.append(f"{s}.y has labels {labels.min()}..{labels.max()} outside 0..{c - 1}")
-        if s == "train" and len(np.unique(labels)) != c:
-            problems.append(f"train.y uses {len(np.unique(labels))} of num_classes={c} classes")
-    detail = "; ".join(problems) or f"labels in 0..{c - 1}, every class in train"
-    return ("labels", FAIL if problems else PASS, None, detail)
+    rows.append(
+        ("labels", FAIL if labels else PASS, None, "; ".join(labels) or f"labels in 0..{c - 1}, every class in train")
+    )
+    return rows
 
 
 # --------------------------------------------------------------------------- running
@@ -411,8 +314,6 @@ def summary(results: list[CheckResult]) -> dict[str, int]:
 
 def check_command(argv: list[str]) -> int:
     """`labnet plugins check [NAME...] [--json]`: 0 if nothing failed, 1 on a failure, 2 on a usage error."""
-    from labnet.plugins import Registry, get_plugin_manager
-
     parser = argparse.ArgumentParser(
         prog="labnet plugins check",
         description="Check every installed component (or the NAMEs given) against labnet's contracts: "
@@ -421,12 +322,12 @@ def check_command(argv: list[str]) -> int:
     parser.add_argument("names", nargs="*", metavar="NAME", help="component names to check (default: all)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
-    manager = get_plugin_manager()
-    try:
-        registry = Registry(manager)
-    except LabnetError as err:
-        print(f"labnet plugins check: {err}", file=sys.stderr)
+    from labnet.cli_plugins import load_for_diagnosis
+
+    loaded = load_for_diagnosis("labnet plugins check")
+    if loaded is None:
         return 2
+    _, registry, problems = loaded
     known = {c.name for c in registry.list()}
     unknown = [n for n in args.names if n not in known]
     if unknown:
@@ -437,11 +338,10 @@ def check_command(argv: list[str]) -> int:
         )
         return 2
     results = run_checks(registry, args.names)
-    if not args.names:  # a plugin that failed to import cannot be checked: that is a failure too
-        for broken in manager.broken:
-            results.append(
-                CheckResult(broken.plugin, "plugin", str(broken.provider), "import", FAIL, None, broken.error)
-            )
+    if not args.names:  # a plugin that failed to load cannot be checked: that is a failure too
+        for broken in problems:
+            error = broken.error.splitlines()[0]
+            results.append(CheckResult(broken.plugin, "plugin", str(broken.provider), broken.stage, FAIL, None, error))
     counts = summary(results)
     if args.json:
         print(json.dumps({"results": [asdict(r) for r in results], "summary": counts}, indent=2))

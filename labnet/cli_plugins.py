@@ -1,4 +1,6 @@
-"""`labnet plugins`: every component with its provider, and every broken plugin with its error.
+"""`labnet plugins`: every component with its provider, every plugin with the hooks it implements, and every
+plugin problem as one line (a plugin that fails to import, a hook that does not fit its spec, a name clash),
+with everything else still listed.
 
 `labnet plugins check [NAME...]` checks the components against their contracts (:mod:`labnet.check`).
 """
@@ -10,7 +12,27 @@ import json
 import sys
 
 from labnet.errors import LabnetError
-from labnet.plugins import Registry, get_plugin_manager
+from labnet.plugins import BrokenPlugin, LabnetPluginManager, Registry, get_plugin_manager
+
+
+def load_for_diagnosis(command: str) -> tuple[LabnetPluginManager, Registry, list[BrokenPlugin]] | None:
+    """The manager and registry of everything that loads, and the problems of what does not (one line each);
+    None (after printing the error) when not even the built-ins load."""
+    try:
+        manager = get_plugin_manager(tolerant=True)
+        registry = Registry(manager, tolerant=True)
+    except LabnetError as err:
+        print(f"{command}: {err}", file=sys.stderr)
+        return None
+    return manager, registry, [*manager.broken, *registry.problems]
+
+
+def table(headers: tuple[str, ...], rows: list[tuple]) -> list[str]:
+    """Left-aligned columns under a dashed header line."""
+    cells = [headers] + [tuple(str(v) for v in row) for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    return [lines[0], "  ".join("-" * w for w in widths), *lines[1:]]
 
 
 def plugins_command(argv: list[str]) -> int:
@@ -20,17 +42,15 @@ def plugins_command(argv: list[str]) -> int:
         return check_command(argv[1:])
     parser = argparse.ArgumentParser(
         prog="labnet plugins",
-        description="List installed labnet components.",
+        description="List installed labnet components, the plugins with their hooks, and plugin problems.",
         epilog="`labnet plugins check [NAME...] [--json]` checks them (gradients, optimizer state, data loading).",
     )
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     args = parser.parse_args(argv)
-    manager = get_plugin_manager()
-    try:
-        registry = Registry(manager)
-    except LabnetError as err:
-        print(f"labnet plugins: {err}", file=sys.stderr)
+    loaded = load_for_diagnosis("labnet plugins")
+    if loaded is None:
         return 2
+    manager, registry, problems = loaded
     rows = [
         {
             "kind": c.kind,
@@ -41,20 +61,28 @@ def plugins_command(argv: list[str]) -> int:
         }
         for c in registry.list()
     ]
+    plugins = [
+        {"plugin": name, "distribution": p.dist, "version": p.version, "hooks": manager.hooks(name)}
+        for name, p in manager.providers.items()
+    ]
     broken = [
-        {"plugin": b.plugin, "distribution": b.provider.dist, "version": b.provider.version, "error": b.error}
-        for b in manager.broken
+        {
+            "plugin": b.plugin,
+            "distribution": b.provider.dist,
+            "version": b.provider.version,
+            "stage": b.stage,
+            "error": b.error,
+        }
+        for b in problems
     ]
     if args.json:
-        print(json.dumps({"components": rows, "broken": broken}, indent=2))
+        print(json.dumps({"components": rows, "plugins": plugins, "broken": broken}, indent=2))
         return 0
     headers = ("kind", "name", "distribution", "version", "plugin")
-    table = [headers] + [tuple(r[h] for h in headers) for r in rows]
-    widths = [max(len(str(row[i])) for row in table) for i in range(len(headers))]
-    for i, row in enumerate(table):
-        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
-    for b in broken:
-        print(f"BROKEN  {b['plugin']}  {b['distribution']} {b['version']}: {b['error']}")
+    print("\n".join(table(headers, [tuple(r[h] for h in headers) for r in rows])))
+    print()
+    plugin_rows = [(p["plugin"], p["distribution"], p["version"], ", ".join(p["hooks"])) for p in plugins]
+    print("\n".join(table(("plugin", "distribution", "version", "hooks"), plugin_rows)))
+    for b in problems:
+        print(f"BROKEN  {b.plugin}  {b.provider.dist} {b.provider.version}: {b.error.splitlines()[0]}")
     return 0

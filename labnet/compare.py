@@ -4,6 +4,7 @@
     labnet compare --sweep RUN_ID          # a sweep by its parent run id (or its labnet.sweep_id)
     labnet compare --experiment spiral     # every run of an experiment, sweep parents left out
     labnet compare --format csv|json|markdown --plot objective_vs_lr.png
+    labnet compare --metrics lr,health/grad_norm   # more metrics (final values) as columns
 
 One row per run: the params that differ between the runs, the objective (``best_<labnet.objective>``),
 the final val_accuracy / test_accuracy / train_loss, status and duration; best first, failed runs last.
@@ -70,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--plot", metavar="FILE.png", help="also draw the objective against optimizer.lr into FILE")
     parser.add_argument("--top", type=int, metavar="N", help="show only the best N runs")
     parser.add_argument(
+        "--metrics",
+        type=metric_names,
+        default=[],
+        metavar="A,B",
+        help="also show these metrics' final values as columns (a plugin's own, e.g. lr)",
+    )
+    parser.add_argument(
         "--all-params",
         action="store_true",
         help="also show varying params that do not change what a run computes (tracking.*, trainer.threads, ...)",
@@ -124,9 +132,10 @@ def _compare(args: argparse.Namespace) -> int:
     if not records:
         raise CompareError(f"{title} has no runs (yet) in {store.uri}")
     params = varying_params(records, all_params=args.all_params)
-    rows = sort_rows(build_rows(records, params))
+    check_metrics(records, args.metrics)
+    rows = sort_rows(build_rows(records, params, args.metrics))
     shown = rows[: args.top] if args.top else rows
-    text = format_rows(shown, params, args.format)
+    text = format_rows(shown, params, args.format, args.metrics)
     if args.format == "table":
         print(title_line(title, rows))
     sys.stdout.write(text)
@@ -557,8 +566,27 @@ def _finite(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def build_rows(records: list[dict[str, Any]], params: list[str]) -> list[dict[str, Any]]:
-    """One row per run: run name, the given params (as stored, strings), objective, main metrics, status, duration."""
+def metric_names(text: str) -> list[str]:
+    """``--metrics a,b``: the names, in order, without repeats (argparse reports a ValueError as a usage error)."""
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"{text!r}: give metric names separated by commas, e.g. lr,train_loss")
+    return list(dict.fromkeys(names))
+
+
+def check_metrics(records: list[dict[str, Any]], wanted: list[str]) -> None:
+    """A CompareError for a metric no run logged, listing those that were."""
+    logged = sorted({m for record in records for m in record.get("metrics", {})})
+    unknown = [m for m in wanted if m not in logged]
+    if unknown:
+        raise CompareError(
+            f"--metrics: no run logged {', '.join(map(repr, unknown))}; the runs logged: {', '.join(logged) or 'none'}"
+        )
+
+
+def build_rows(records: list[dict[str, Any]], params: list[str], extra: list[str] = ()) -> list[dict[str, Any]]:
+    """One row per run: run name, the given params (as stored, strings), objective, main metrics, the ``extra``
+    metrics' final values, status, duration."""
     rows = []
     for record in records:
         metrics, tags = record.get("metrics", {}), record.get("tags", {})
@@ -568,7 +596,7 @@ def build_rows(records: list[dict[str, Any]], params: list[str]) -> list[dict[st
         row.update({k: record.get("params", {}).get(k) for k in params})
         row["objective_metric"] = f"best_{objective}"
         row["objective"] = metrics.get(f"best_{objective}")
-        row.update({m: metrics.get(m) for m in MAIN_METRICS})
+        row.update({m: metrics.get(m) for m in (*MAIN_METRICS, *extra)})
         row["status"] = record.get("status")
         row["duration_s"] = (end - start) / 1000 if start and end and end >= start else None
         row["run_id"] = record.get("run_id")
@@ -591,10 +619,11 @@ def sort_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(rows, key=sort_key)
 
 
-def columns(rows: list[dict[str, Any]], params: list[str], fmt: str) -> list[str]:
-    """The columns a format shows: test_accuracy only when some run has it; machine formats also keep
-    objective_metric and error, the human ones name the objective in the header instead."""
+def columns(rows: list[dict[str, Any]], params: list[str], fmt: str, extra: list[str] = ()) -> list[str]:
+    """The columns a format shows: test_accuracy only when some run has it, then the ``extra`` metrics; machine
+    formats also keep objective_metric and error, the human ones name the objective in the header instead."""
     metrics = [m for m in MAIN_METRICS if m != "test_accuracy" or any(r.get(m) is not None for r in rows)]
+    metrics += [m for m in extra if m not in metrics]
     if fmt in ("csv", "json"):
         return [
             "run_name",
@@ -638,11 +667,11 @@ def _is_numeric(key: str, rows: list[dict[str, Any]], params: list[str]) -> bool
     return bool(present) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present)
 
 
-def format_rows(rows: list[dict[str, Any]], params: list[str], fmt: str = "table") -> str:
+def format_rows(rows: list[dict[str, Any]], params: list[str], fmt: str = "table", extra: list[str] = ()) -> str:
     """Rows as an aligned plain-text table, CSV, JSON (a list of objects) or a Markdown table."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; accepted: {', '.join(FORMATS)}")
-    cols = columns(rows, params, fmt)
+    cols = columns(rows, params, fmt, extra)
     if fmt == "json":
         objects = [{c: _json_value(c, r.get(c), params) for c in cols} for r in rows]
         return json.dumps(objects, indent=2) + "\n"

@@ -24,6 +24,10 @@ RUN_INVARIANT_PREFIXES = (
     "plugins.",
 )
 
+#: model keys only the generated MLP reads: a non-empty ``model.layers`` replaces them, so they are left out of
+#: the params (and the config hash) of such a run instead of being logged as if they were used
+MLP_ONLY_KEYS = ("hidden_sizes", "activation", "use_batchnorm", "dropout")
+
 #: config groups that name a registered component, by component kind
 COMPONENT_GROUPS: dict[str, str] = {"optimizer": "optimizer", "loss": "loss", "dataset": "dataset"}
 
@@ -163,14 +167,16 @@ def plugin_config_dirs(manager=None) -> list[Path]:
 
 
 def flatten_config(cfg: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"optimizer.lr": 0.1, ...}`` for a (resolved) nested config, lists kept as values; no ``hydra`` key."""
+    """``{"optimizer.lr": 0.1, ...}`` for a (resolved) nested config, lists kept as values; no ``hydra`` key,
+    and no ``model`` key of :data:`MLP_ONLY_KEYS` when ``model.layers`` is given (the run does not use them)."""
     from omegaconf import DictConfig, OmegaConf
 
     if isinstance(cfg, DictConfig):
         cfg = OmegaConf.to_container(cfg, resolve=True)
     flat: dict[str, Any] = {}
+    unused = MLP_ONLY_KEYS if prefix == "model." and cfg.get("layers") else ()
     for key, value in cfg.items():
-        if not prefix and key == "hydra":
+        if (not prefix and key == "hydra") or key in unused:
             continue
         name = f"{prefix}{key}"
         if isinstance(value, dict) and value:

@@ -84,7 +84,7 @@ def labnet_run_start(run, cfg, model) -> None:
 
 
 @hookspec
-def labnet_epoch_end(run, epoch, metrics, model) -> None:
+def labnet_epoch_end(run, epoch, metrics, model, optimizer) -> None:
     """Called after each epoch's evaluation.
 
     :param epoch: the epoch that just ended, counted from 1.
@@ -94,6 +94,9 @@ def labnet_epoch_end(run, epoch, metrics, model) -> None:
         With ``trainer.eval_background`` the hooks of epoch k run at the end of epoch k+1 (when its
         evaluation is in) and ``model`` is a copy of epoch k's weights and last gradients: read the
         model from this argument, not one kept from ``labnet_run_start``.
+    :param optimizer: the run's :class:`labnet.nn.optimizers.Optimizer`; ``optimizer.lr`` is the learning
+        rate the epoch trained with, ``optimizer.step_count`` the steps taken so far (with
+        ``trainer.eval_background``, those of the epoch that is training now).
     """
 
 

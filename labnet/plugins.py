@@ -8,7 +8,9 @@ the others down.
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import inspect
 import traceback
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -60,10 +62,14 @@ class Component:
 
 @dataclass(frozen=True)
 class BrokenPlugin:
+    """A plugin left out, wholly or in part: it failed to ``import`` (``stage``), one of its ``hooks`` does not fit
+    the specs, or (``register``) a registration hook raised or offered a component that cannot be registered."""
+
     plugin: str
     provider: Provider
     error: str
     traceback: str
+    stage: str = "import"
 
 
 @dataclass
@@ -79,11 +85,22 @@ class LabnetPluginManager:
         return self.pm.hook
 
     def register(self, plugin, name: str, provider: Provider) -> None:
+        """Register ``plugin``; a hook that does not fit its spec is a one-line PluginError naming it."""
+        problems = hook_problems(self.pm, plugin, name, provider)
+        if problems:
+            raise PluginError("; ".join(problems))
         try:
             self.pm.register(plugin, name=name)
         except (pluggy.PluginValidationError, ValueError) as err:
-            raise PluginError(f"plugin {name!r} from {provider} is invalid: {err}") from err
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise PluginError(f"plugin {name!r} ({provider}) is invalid: {first}") from err
         self.providers[name] = provider
+
+    def hooks(self, name: str) -> list[str]:
+        """The hooks plugin ``name`` implements, in the order of the specs."""
+        plugin = self.pm.get_plugin(name)
+        implemented = {impl.name for impl in self.pm.get_hookcallers(plugin) or ()} if plugin is not None else set()
+        return [hook for hook in hook_names() if hook in implemented]
 
     def unregister(self, name: str) -> None:
         self.pm.unregister(name=name)
@@ -121,14 +138,61 @@ class LabnetPluginManager:
         return sorted({f"{p.dist}=={p.version}" for p in self.providers.values()})
 
 
+def hook_names() -> list[str]:
+    """Every hook labnet defines, in the order of :mod:`labnet.hookspecs`."""
+    return [name for name in vars(hookspecs) if name.startswith("labnet_")]
+
+
+def hook_problems(pm: pluggy.PluginManager, plugin, name: str, provider: Provider) -> list[str]:
+    """One line per hook implementation of ``plugin`` that pluggy would refuse: an unknown hook (with the
+    closest known one) or an argument its spec does not have (with the arguments it has)."""
+    problems = []
+    known = hook_names()
+    for attr in dir(plugin):
+        impl = getattr(plugin, attr, None)
+        if getattr(impl, "labnet_impl", None) is None:
+            continue
+        where = f"plugin {name!r} ({provider})"
+        if attr not in known:
+            close = difflib.get_close_matches(attr, known, n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            problems.append(f"{where}: unknown hook {attr}; {hint}known hooks: {', '.join(known)}")
+            continue
+        spec = getattr(pm.hook, attr).spec
+        try:
+            params = inspect.signature(impl).parameters.values()
+        except (TypeError, ValueError):
+            continue
+        takes = [p.name for p in params if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        extra = [arg for arg in takes if arg not in spec.argnames]
+        if extra:
+            problems.append(
+                f"{where}: hook {attr} has no argument {', '.join(map(repr, extra))} "
+                f"(its arguments: {', '.join(spec.argnames) or 'none'})"
+            )
+    return problems
+
+
+def code_versions(manager: LabnetPluginManager) -> dict[str, str]:
+    """``{distribution: version}`` of labnet and of every plugin ``manager`` loaded: the code that trains."""
+    versions = {"labnet": __version__}
+    versions.update({p.dist: p.version for p in manager.providers.values()})
+    return dict(sorted(versions.items()))
+
+
 def _builtin_provider(module: str) -> Provider:
     return Provider(plugin=module, dist="labnet", version=__version__)
 
 
-def get_plugin_manager(block: tuple[str, ...] | list[str] = (), entry_points: bool = True) -> LabnetPluginManager:
+def get_plugin_manager(
+    block: tuple[str, ...] | list[str] = (), entry_points: bool = True, tolerant: bool = False
+) -> LabnetPluginManager:
     """A fresh plugin manager with the built-ins and every installed entry-point plugin.
 
     :param block: plugin names (built-in module paths or entry-point names) not to load.
+    :param tolerant: an entry-point plugin whose hooks do not fit the specs is left out and recorded in
+        ``broken`` (stage ``"hooks"``), as one that fails to import is, instead of raising a PluginError:
+        what the diagnosis commands (``labnet plugins``) want.
     """
     pm = pluggy.PluginManager("labnet")
     pm.add_hookspecs(hookspecs)
@@ -151,7 +215,12 @@ def get_plugin_manager(block: tuple[str, ...] | list[str] = (), entry_points: bo
                     BrokenPlugin(ep.name, provider, f"{type(err).__name__}: {err}", traceback.format_exc())
                 )
                 continue
-            manager.register(plugin, ep.name, provider)
+            try:
+                manager.register(plugin, ep.name, provider)
+            except PluginError as err:
+                if not tolerant:
+                    raise
+                manager.broken.append(BrokenPlugin(ep.name, provider, str(err), "", stage="hooks"))
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as err:
@@ -161,10 +230,17 @@ def get_plugin_manager(block: tuple[str, ...] | list[str] = (), entry_points: bo
 
 
 class Registry:
-    """Every component the loaded plugins provide, by kind and name."""
+    """Every component the loaded plugins provide, by kind and name.
 
-    def __init__(self, manager: LabnetPluginManager) -> None:
+    A registration hook that raises, a class without a ``name`` and two plugins offering one name are
+    PluginErrors; with ``tolerant=True`` (the diagnosis commands) each is one line in ``problems`` instead,
+    the first of two clashing components is kept, and the rest of the registry is built.
+    """
+
+    def __init__(self, manager: LabnetPluginManager, tolerant: bool = False) -> None:
         self.manager = manager
+        self.tolerant = tolerant
+        self.problems: list[BrokenPlugin] = []
         self.components: dict[str, dict[str, Component]] = {kind: {} for kind in KINDS}
         for kind, hook_name in KINDS.items():
             for plugin_name, provider in manager.providers.items():
@@ -176,26 +252,39 @@ class Registry:
                 try:
                     results = caller()
                 except Exception as err:
-                    raise PluginError(
-                        f"plugin {plugin_name!r} from {provider} raised in {hook_name}(): {type(err).__name__}: {err}"
-                    ) from err
+                    message = (
+                        f"plugin {plugin_name!r} ({provider}) raised in {hook_name}(): {type(err).__name__}: {err}"
+                    )
+                    self._problem(plugin_name, provider, message, err)
+                    continue
                 for classes in results:
                     for cls in classes or ():
-                        self._add(kind, cls, provider)
+                        self._add(kind, cls, plugin_name, provider, hook_name)
 
-    def _add(self, kind: str, cls: type, provider: Provider) -> None:
+    def _problem(self, plugin: str, provider: Provider, message: str, cause: BaseException | None = None) -> None:
+        if not self.tolerant:
+            raise PluginError(message) from cause
+        self.problems.append(BrokenPlugin(plugin, provider, message, "", stage="register"))
+
+    def _add(self, kind: str, cls: type, plugin: str, provider: Provider, hook_name: str) -> None:
         name = getattr(cls, "name", None)
+        where = f"plugin {plugin!r} ({provider}), {hook_name}()"
         if not isinstance(name, str) or not name:
-            raise PluginError(
-                f"{kind} class {cls.__module__}.{cls.__qualname__} from {provider} has no `name` attribute; "
-                'give it `name = "..."`, the name users type in configs'
+            return self._problem(
+                plugin,
+                provider,
+                f"{where}: {kind} class {cls.__module__}.{cls.__qualname__} has no `name` attribute; "
+                'give it `name = "..."`, the name users type in configs',
             )
         existing = self.components[kind].get(name)
         if existing is not None and existing.cls is not cls:
-            raise PluginError(
+            return self._problem(
+                plugin,
+                provider,
                 f"two plugins provide the {kind} {name!r}: {existing.provider} "
-                f"({existing.cls.__module__}.{existing.cls.__qualname__}) and {provider} "
-                f"({cls.__module__}.{cls.__qualname__}); uninstall one of them or block it"
+                f"({existing.cls.__module__}.{existing.cls.__qualname__}) and {where} "
+                f"({cls.__module__}.{cls.__qualname__}); uninstall one of them or block it "
+                f"(plugins.block=[{plugin}])",
             )
         self.components[kind][name] = Component(kind, name, cls, provider)
 

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from labnet.testing import plugin_manager  # noqa: F401  (the fixture, imported as a plugin's conftest does)
+
 # runs started by the tests return once MLflow holds them (the tests read it back); the tests of the
 # background sync itself set LABNET_SYNC=background
 os.environ.setdefault("LABNET_SYNC", "wait")

@@ -27,8 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 CHECKS = {
     "layer": {"gradcheck", "gradcheck (eval)", "modes"},
     "loss": {"gradcheck (labels)", "gradcheck (one-hot)"},
-    "optimizer": {"zero gradient", "state_dict", "weight decay"},
-    "dataset": {"load", "shapes", "dtypes", "labels"},
+    "optimizer": {"zero gradient", "state_dict", "state slots", "weight decay"},
+    "dataset": {"load", "same seed", "shapes", "dtypes", "labels"},
 }
 
 

@@ -295,6 +295,32 @@ def test_formats_handle_missing_and_nan_values():
         format_rows(rows, ["x"], "xml")
 
 
+def test_extra_metrics_are_columns_in_every_format():
+    records = [
+        record("a", {}, {"best_val_accuracy": 0.9, "lr": 0.01, "grad_norm": 2.0}),
+        record("b", {}, {"best_val_accuracy": 0.8, "lr": 0.1}),
+    ]
+    rows = sort_rows(build_rows(records, [], ["lr", "grad_norm"]))
+    header = format_rows(rows, [], "table", ["lr", "grad_norm"]).splitlines()[0].split()
+    assert header[-6:-3] == ["train_loss", "lr", "grad_norm"]
+    objects = json.loads(format_rows(rows, [], "json", ["lr", "grad_norm"]))
+    assert [(o["lr"], o["grad_norm"]) for o in objects] == [(0.01, 2.0), (0.1, None)]
+    assert "lr" not in format_rows(rows, [], "csv").splitlines()[0].split(","), "only when asked for"
+    assert format_rows(rows, [], "csv", ["train_loss"]).splitlines()[0].count("train_loss") == 1
+
+
+def test_compare_metrics_option(sweep, capsys):
+    uri = ["--tracking-uri", sweep["uri"]]
+    objects = compare_json(capsys, *uri, "--metrics", "val_loss,epoch_seconds")
+    assert all(isinstance(o["val_loss"], float) and o["epoch_seconds"] > 0 for o in objects)
+    assert compare_command([*uri, "--metrics", "val_loss,nonesuch"]) == 2
+    err = capsys.readouterr().err
+    assert "no run logged 'nonesuch'; the runs logged: " in err and "val_loss" in err
+    with pytest.raises(SystemExit) as usage:
+        compare_command([*uri, "--metrics", "val_loss,,x"])
+    assert usage.value.code == 2
+
+
 def test_plot_lines_per_optimizer_else_per_categorical_param():
     def rows(params):
         return build_rows(

@@ -458,7 +458,11 @@ class Trainer:
         cfg = self.config
         if self.hook is not None:
             self.hook.labnet_epoch_end(
-                run=run, epoch=epoch, metrics=metrics, model=self.model if model is None else model
+                run=run,
+                epoch=epoch,
+                metrics=metrics,
+                model=self.model if model is None else model,
+                optimizer=self.optimizer,
             )
         run.history.append(metrics)
         record_objective(run, epoch, metrics[run.objective_metric], cfg.patience)

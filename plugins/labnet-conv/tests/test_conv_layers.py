@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from labnet.errors import ConfigError, ShapeError
-from labnet.nn.gradcheck import gradcheck
 from labnet.nn.layers import Affine, ReLU
 from labnet.nn.model import Sequential
+from labnet.testing import gradcheck
 
 from labnet_conv.im2col import col2im, im2col
 from labnet_conv.layers import CONV_LAYERS, AvgPool2D, Conv2D, Flatten, MaxPool2D

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from labnet.nn.model import Sequential
-from labnet.plugins import ENTRY_POINT_GROUP, Provider, Registry, get_plugin_manager
+from labnet.plugins import ENTRY_POINT_GROUP, Registry, get_plugin_manager
+from labnet.testing import assert_plugin_passes_checks, fresh_manager
 from omegaconf import OmegaConf
 
-import labnet_conv
 import labnet_conv.plugin
 from labnet_conv.layers import CONV_LAYERS
 
@@ -20,10 +20,12 @@ LAYER_NAMES = {"conv2d", "max_pool2d", "avg_pool2d", "flatten"}
 
 @pytest.fixture
 def manager():
-    """A fresh manager with the built-ins and this plugin only (registered by hand, as an entry point would)."""
-    manager = get_plugin_manager(entry_points=False)
-    manager.register(labnet_conv.plugin, "conv", Provider("conv", "labnet-conv", labnet_conv.__version__))
-    return manager
+    """A fresh manager with the built-ins and this plugin only (registered as its entry point would be)."""
+    return fresh_manager(labnet_conv.plugin)
+
+
+def test_passes_labnet_plugins_check():
+    assert_plugin_passes_checks(labnet_conv.plugin)
 
 
 def test_discovered_through_its_entry_point_once_installed():

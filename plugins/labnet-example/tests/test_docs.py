@@ -69,10 +69,24 @@ def test_the_documented_plugin_registers_and_its_hook_stops_a_run(module):
         component = registry.component("layer", cls.name)
         assert component.cls is cls and component.provider.dist == "labnet-docs-example"
     run = types.SimpleNamespace(stop_reason=None)
-    manager.hook.labnet_epoch_end(run=run, epoch=1, metrics={"val_accuracy": 0.5}, model=None)
+    manager.hook.labnet_epoch_end(run=run, epoch=1, metrics={"val_accuracy": 0.5}, model=None, optimizer=None)
     assert run.stop_reason is None
-    manager.hook.labnet_epoch_end(run=run, epoch=2, metrics={"val_accuracy": 0.995}, model=None)
+    manager.hook.labnet_epoch_end(run=run, epoch=2, metrics={"val_accuracy": 0.995}, model=None, optimizer=None)
     assert "0.995" in run.stop_reason
+
+
+def test_the_documented_optimizer_passes_the_checks_and_the_lr_hook_logs(module):
+    from labnet.check import check_optimizer
+    from labnet.testing import HookRecorder, fresh_manager
+
+    rows = check_optimizer(module.Lion, "lion")
+    assert [(check, result) for check, result, _, _ in rows if result != "PASS"] == [], rows
+    manager = fresh_manager(builtins=False)
+    manager.register(module.LearningRateLog(), "lrlog", Provider("lrlog", "labnet-docs-example", "0.0"))
+    metrics = {}
+    with HookRecorder(manager) as recorder:
+        manager.hook.labnet_epoch_end(run=None, epoch=1, metrics=metrics, model=None, optimizer=module.Lion(lr=3e-4))
+    assert metrics == {"lr": 3e-4} and recorder.names() == ["labnet_epoch_end"]
 
 
 def test_every_hook_is_documented(doc):

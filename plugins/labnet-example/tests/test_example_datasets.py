@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from labnet.errors import ConfigError
+from labnet.testing import check_dataset
 
 from labnet_example.datasets import Moons
 
@@ -30,14 +31,14 @@ def test_without_noise_points_lie_on_the_two_moons():
     assert (outer[:, 1] >= -1e-7).all() and (inner[:, 1] <= 1e-7).all()
 
 
-def test_same_seed_same_data_other_seed_other_data():
-    a = Moons().load(np.random.default_rng(3))
-    b = Moons().load(np.random.default_rng(3))
-    c = Moons().load(np.random.default_rng(4))
-    for name in ("train", "val", "test"):
-        np.testing.assert_array_equal(getattr(a, name).x, getattr(b, name).x)
-        np.testing.assert_array_equal(getattr(a, name).y, getattr(b, name).y)
-    assert not np.array_equal(a.train.x, c.train.x)
+@pytest.mark.parametrize("one_hot", [False, True])
+def test_passes_labnet_testing_data_set_checks(one_hot):
+    # same seed same data, another seed other data, split sizes, shapes, float32 / float64, labels
+    check_dataset(
+        Moons(num_samples=300, val_size=100, test_size=100, one_hot=one_hot),
+        seed=3,
+        sizes={"train": 100, "val": 100, "test": 100},
+    )
 
 
 def test_one_hot_and_dtype():

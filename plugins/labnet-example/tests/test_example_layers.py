@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from labnet.nn.gradcheck import gradcheck
+from labnet.testing import gradcheck
 
 from labnet_example.layers import Swish
 

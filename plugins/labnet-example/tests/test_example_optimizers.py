@@ -1,10 +1,14 @@
-"""AdamW: the first two steps against values worked out by hand, decoupled decay, state_dict."""
+"""AdamW: the first two steps against values worked out by hand, five steps against a per-element reference
+(labnet.testing), decoupled decay, state_dict."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
 from labnet.errors import ConfigError
+from labnet.testing import check_optimizer_steps
 
 from labnet_example.optimizers import AdamW
 
@@ -62,3 +66,21 @@ def test_state_dict_round_trip_resumes_exactly():
 def test_bad_hyperparameters_raise_config_error(kwargs):
     with pytest.raises(ConfigError):
         AdamW(**kwargs)
+
+
+def adamw_reference(lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01):
+    """The paper's update for one number: ``state`` holds its moments, ``t`` counts from 1."""
+
+    def step(p, g, state, t):
+        p *= 1 - lr * weight_decay
+        m = state["m"] = beta1 * state.get("m", 0.0) + (1 - beta1) * g
+        v = state["v"] = beta2 * state.get("v", 0.0) + (1 - beta2) * g * g
+        return p - lr * (m / (1 - beta1**t)) / (math.sqrt(v / (1 - beta2**t)) + eps)
+
+    return step
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_steps_match_the_per_element_reference(weight_decay):
+    optimizer = AdamW(lr=0.01, weight_decay=weight_decay)
+    check_optimizer_steps(optimizer, adamw_reference(0.01, weight_decay=weight_decay), steps=6)

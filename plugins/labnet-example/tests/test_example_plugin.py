@@ -8,24 +8,15 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from labnet.plugins import DEFAULT_PLUGINS, ENTRY_POINT_GROUP, Provider, Registry, get_plugin_manager
+from labnet.plugins import ENTRY_POINT_GROUP, Registry, get_plugin_manager
+from labnet.testing import HookRecorder, assert_plugin_passes_checks, fresh_manager
 
-import labnet_example
 import labnet_example.plugin
 from labnet_example.plugin import GradientExplosionWarning
 
 
-def fresh_manager(builtins: bool):
-    """A fresh manager with this plugin registered as its entry point would be, and the built-ins or not."""
-    manager = get_plugin_manager(block=() if builtins else DEFAULT_PLUGINS, entry_points=False)
-    manager.register(
-        labnet_example.plugin, "example", Provider("example", "labnet-example", labnet_example.__version__)
-    )
-    return manager
-
-
 def test_registers_one_of_each():
-    registry = Registry(fresh_manager(builtins=True))
+    registry = Registry(fresh_manager(labnet_example.plugin))
     ours = {(c.kind, c.name) for c in registry.list() if c.provider.dist == "labnet-example"}
     assert ours == {("layer", "swish"), ("optimizer", "adamw"), ("dataset", "moons")}
 
@@ -47,20 +38,26 @@ def fake_model(norm: float):
     return SimpleNamespace(flat_grads=grads)
 
 
+def test_passes_labnet_plugins_check():
+    assert_plugin_passes_checks(labnet_example.plugin)
+
+
 @pytest.fixture
 def manager():
     """Only this plugin: the built-in lifecycle plugins (tracker, ...) would need a real run."""
-    return fresh_manager(builtins=False)
+    return fresh_manager(labnet_example.plugin, builtins=False)
 
 
 def test_epoch_end_warns_on_an_exploding_gradient(manager):
     with pytest.warns(GradientExplosionWarning, match=r"epoch 3: gradient norm 1e\+05 is above 1000"):
-        manager.hook.labnet_epoch_end(run=None, epoch=3, metrics={}, model=fake_model(1e5))
+        manager.hook.labnet_epoch_end(run=None, epoch=3, metrics={}, model=fake_model(1e5), optimizer=None)
     with pytest.warns(GradientExplosionWarning, match="nan"):
-        manager.hook.labnet_epoch_end(run=None, epoch=4, metrics={}, model=fake_model(np.nan))
+        manager.hook.labnet_epoch_end(run=None, epoch=4, metrics={}, model=fake_model(np.nan), optimizer=None)
 
 
 def test_epoch_end_is_quiet_on_a_normal_gradient(manager):
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), HookRecorder(manager) as recorder:
         warnings.simplefilter("error")
-        manager.hook.labnet_epoch_end(run=None, epoch=1, metrics={}, model=fake_model(3.0))
+        manager.hook.labnet_epoch_end(run=None, epoch=1, metrics={}, model=fake_model(3.0), optimizer=None)
+    (call,) = recorder.calls
+    assert call.plugins == ["example"] and call.results == []  # pluggy leaves out None results

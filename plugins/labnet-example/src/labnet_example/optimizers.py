@@ -1,4 +1,4 @@
-"""An optimizer: subclass labnet's Optimizer, declare the state ``slots``, write ``update``."""
+"""An optimizer: subclass labnet's Optimizer, declare the state ``slots``, write ``update`` (docs/plugins.md)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ class AdamW(Optimizer):
 
     name = "adamw"
     slots = ("m", "v")
+    decoupled_weight_decay = True  # step() passes the raw gradient: update() applies the decay itself
 
     def __init__(
         self,
@@ -39,14 +40,8 @@ class AdamW(Optimizer):
             raise ConfigError(f"adamw eps={eps!r}: must be > 0")
         self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
 
-    def step(self, params, grads):
-        # the base class adds weight_decay * p to the gradient (coupled L2); AdamW must not
-        self.t += 1
-        for key, p in params.items():
-            self.update(key, p, grads[key])
-
     def update(self, key, p, g):
-        m, v, tmp = self.slot("m", key, p), self.slot("v", key, p), self._buffer("tmp", key, p)
+        m, v, tmp = self.slot("m", key, p), self.slot("v", key, p), self.scratch("tmp", key, p)
         if self.weight_decay:
             p *= 1.0 - self.lr * self.weight_decay
         np.subtract(g, m, out=tmp)
@@ -57,8 +52,8 @@ class AdamW(Optimizer):
         tmp *= 1.0 - self.beta2
         v += tmp
         np.sqrt(v, out=tmp)
-        tmp *= 1.0 / math.sqrt(1.0 - self.beta2**self.t)
+        tmp *= 1.0 / math.sqrt(1.0 - self.beta2**self.step_count)
         tmp += self.eps
         np.divide(m, tmp, out=tmp)
-        tmp *= self.lr / (1.0 - self.beta1**self.t)
+        tmp *= self.lr / (1.0 - self.beta1**self.step_count)
         p -= tmp

@@ -1,0 +1,1 @@
+"""A labnet plugin made of one lifecycle hook (see plugin.py)."""

@@ -8,6 +8,7 @@ says how, before the process lets go of it. MLflow mirrors the journal (``labnet
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import uuid
@@ -22,7 +23,7 @@ from labnet.build import build_model
 from labnet.config import build_component, check_whole, flatten_config
 from labnet.config_checks import check_top_level
 from labnet.errors import ConfigError
-from labnet.plugins import Registry
+from labnet.plugins import Registry, code_versions
 from labnet.record.files import RecordError, stamp
 from labnet.record.journal import JOURNAL_FILE, Journal, epoch_history, last_epoch, read_state
 from labnet.record.result import RunResult
@@ -88,7 +89,7 @@ def run_experiment(cfg: DictConfig, manager=None, resume_run: dict | None = None
         manager=manager,
         hydra=hc,
         run_key=resume.run_key if resume else uuid.uuid4().hex,
-        config_hash=config_hash(params),
+        config_hash=config_hash(params, code_versions(manager)),
     )
     run.info["resume_run"] = resume_run
     trainer = Trainer(
@@ -199,6 +200,8 @@ def _start_record(run: Run, cfg, params, hc, resume: ResumePoint | None, start_t
         "labnet.plugins": plugins,
         "labnet.output_dir": str(run.output_dir.resolve()),
         "labnet.config_hash": run.config_hash,
+        "labnet.params_hash": config_hash(params),
+        "labnet.code_versions": json.dumps(code_versions(run.manager)),
     }
     overrides = list(hc.overrides.task) if hc is not None else []
     if hc is not None:

@@ -196,3 +196,28 @@ def test_large_and_odd_configs_log_within_mlflow_limits(tmp_path):
     assert len(params["odd.notes"]) <= 6000 and params["odd.notes"].endswith("[truncated]")
     assert "odd.notes" in run.data.tags["labnet.truncated_params"]
     assert params["odd.nothing"] == "None" and params["odd.nested.a.b"] == "[1, 2, {'c': 3}]"
+
+
+QUIET_PLUGIN = '''
+import labnet
+
+
+@labnet.hookimpl
+def labnet_epoch_end(run, metrics):
+    metrics["quiet"] = 1.0
+'''
+
+
+def test_a_plugin_upgrade_retrains_a_finished_sweep_and_says_why(tmp_path, cli, make_plugin):
+    site = make_plugin(tmp_path / "site", "quiet", QUIET_PLUGIN)
+    args = ("-m", "optimizer.lr=0.01,0.02", "trainer.epochs=1", "trainer.progress=false")
+    first = cli(tmp_path, *args, path=(site,))
+    assert first.returncode == 0, first.stderr
+    again = cli(tmp_path, *args, path=(site,))
+    assert "2 of 2 jobs already finished, skipped" in again.stdout, again.stdout
+    info = next(site.glob("*.dist-info"))
+    (info / "METADATA").write_text((info / "METADATA").read_text().replace("Version: 0.1", "Version: 0.2"))
+    upgraded = cli(tmp_path, *args, path=(site,))
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert "trained again: the code changed" in upgraded.stdout and "quiet 0.1 -> 0.2" in upgraded.stdout
+    assert "2 jobs; 2 trained" in upgraded.stdout

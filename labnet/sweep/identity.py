@@ -22,9 +22,12 @@ def current_sweep_dir() -> str | None:
     return os.environ.get(SWEEP_DIR_ENV)
 
 
-def config_hash(flat: dict[str, Any]) -> str:
-    """A stable hash of a job's resolved, flattened config (what it computes, not how it is tracked)."""
-    kept = {k: v for k, v in flat.items() if not k.startswith(HASH_EXCLUDED_PREFIXES)}
+def config_hash(flat: dict[str, Any], code_versions: dict[str, str] | None = None) -> str:
+    """A stable hash of a job's resolved, flattened config (what it computes, not how it is tracked) and, when
+    given, of the labnet and plugin versions that train it (an upgraded plugin makes it another job)."""
+    kept: dict[str, Any] = {k: v for k, v in flat.items() if not k.startswith(HASH_EXCLUDED_PREFIXES)}
+    if code_versions:
+        kept["labnet.code_versions"] = code_versions
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -50,3 +53,10 @@ def expand_replicates(argv: list[str]) -> list[str]:
             if multirun and int(value) > 1 and not any(a.startswith("sweep.replicate=") for a in argv):
                 return [*argv, f"sweep.replicate=range(0,{int(value)})"]
     return argv
+
+
+def version_changes(before: dict[str, str], now: dict[str, str]) -> str:
+    """e.g. "labnet-demo 0.1.0 -> 0.2.0": the distributions whose versions differ."""
+    names = sorted(set(before) | set(now))
+    changed = [n for n in names if before.get(n) != now.get(n)]
+    return ", ".join(f"{n} {before.get(n, 'none')} -> {now.get(n, 'none')}" for n in changed)

@@ -15,10 +15,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from labnet.config import flatten_config
 from labnet.errors import LabnetError
+from labnet.plugins import code_versions
 from labnet.record.result import RESULT_FILE, RunResult
 from labnet.run import run_experiment
-from labnet.run_policy import hydra_runtime
-from labnet.sweep.identity import SWEEP_DIR_ENV, config_hash, replicate_seed
+from labnet.run_policy import hydra_runtime, plugin_manager_for
+from labnet.sweep.identity import SWEEP_DIR_ENV, config_hash, replicate_seed, version_changes
 from labnet.train.trainer import Interrupted
 
 PRIOR_RUNS_FILE = "prior_runs.json"
@@ -36,7 +37,19 @@ def run_job(cfg: DictConfig) -> float:
         print(f"labnet: job {job} [{overrides}] not run: sweep.fail_fast after {earlier}", file=sys.stderr, flush=True)
         _unrun_result(hc, cfg, "SKIPPED", f"fail_fast after {earlier}").write(folder)
         return math.nan
-    prior = prior_runs().get(config_hash(flatten_config(cfg))) if sweep_cfg.get("rerun") != "all" else None
+    prior = None
+    if sweep_cfg.get("rerun") != "all":
+        flat, versions = flatten_config(cfg), code_versions(plugin_manager_for(cfg))
+        known = prior_runs()
+        prior = known.get(config_hash(flat, versions))
+        earlier = known.get("params:" + config_hash(flat))
+        if prior is None and earlier is not None:
+            print(
+                f"labnet: job {job} [{overrides}] trained again: the code changed since its finished run "
+                f"{earlier['run_id']} ({version_changes(earlier.get('code_versions', {}), versions)}); "
+                "to keep those results, run the sweep with the versions that made them",
+                flush=True,
+            )
     if prior and prior.get("status") == "FINISHED":
         print(f"labnet: job {job} [{overrides}] already finished (run {prior['run_id']}), skipped", flush=True)
         if not (folder / RESULT_FILE).is_file():  # (the same sweep folder again: the finished run is there)

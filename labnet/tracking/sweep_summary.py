@@ -19,6 +19,7 @@ from labnet.record.journal import owner_alive
 from labnet.record.result import RunResult
 from labnet.sweep.jobs import PRIOR_RUNS_FILE
 from labnet.tracking.mirror import Mirror, find_or_create_experiment
+from labnet.tracking.prior_runs import prior_runs
 from labnet.tracking.store import EXPERIMENT_ENV, PARENT_RUN_ENV, absolute_store_uri, experiment_name
 from labnet.tracking.syncer import pending
 
@@ -99,27 +100,6 @@ def sync_jobs(mirror: Mirror, results: list[RunResult]) -> None:
             result.run_id = mirror.sync(folder).run_id or result.run_id
         except Exception as err:
             print(f"labnet: warning: {folder} could not be synced to MLflow: {err}", file=sys.stderr)
-
-
-def prior_runs(client, experiment_id: str) -> dict[str, dict[str, Any]]:
-    """Runs of the experiment by config hash (FINISHED preferred, then KILLED with a checkpoint), for skip/resume."""
-    found: dict[str, dict[str, Any]] = {}
-    rank = {"FINISHED": 0, "KILLED": 1}
-    for run in client.search_runs([experiment_id], filter_string="tags.`labnet.config_hash` != ''", max_results=5000):
-        h, status = run.data.tags.get("labnet.config_hash"), run.info.status
-        if not h or status not in rank or (h in found and rank[found[h]["status"]] <= rank[status]):
-            continue
-        objective = run.data.tags.get("labnet.objective", "val_accuracy")
-        output_dir = run.data.tags.get("labnet.output_dir")
-        found[h] = {
-            "run_id": run.info.run_id,
-            "status": status,
-            "objective_metric": objective,
-            "objective": run.data.metrics.get(f"best_{objective}"),
-            "metrics": {k: v for k, v in run.data.metrics.items() if "/" not in k},
-            "checkpoint": str(Path(output_dir) / "checkpoint.npz") if output_dir else None,
-        }
-    return found
 
 
 def _end_interrupted_parent(uri: str, run_id: str) -> None:

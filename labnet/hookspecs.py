@@ -5,9 +5,31 @@ with ``@labnet.hookimpl``. An implementation may accept fewer arguments than its
 spec, so labnet can add arguments later without breaking plugins. Hooks are called
 last-registered-first unless ``tryfirst`` / ``trylast`` say otherwise.
 
-The same nouns name the same things everywhere: ``run`` (the :class:`labnet.train.Run`
-being trained), ``cfg`` (the composed config), ``epoch``, ``metrics`` (a dict of
-floats), ``model`` (the :class:`labnet.nn.Sequential`).
+The same nouns name the same things everywhere: ``run`` (the run being trained, a
+:class:`labnet.train.trainer.Run`), ``cfg`` (the composed OmegaConf config), ``epoch``,
+``metrics`` (a dict of floats), ``model`` (the :class:`labnet.nn.model.Sequential` being
+trained), ``optimizer`` (the run's optimizer; ``optimizer.lr`` is its current learning rate).
+
+What a hook can read of ``run``:
+
+- ``run.name``: e.g. ``adam-lr0.001-spiral``; ``run.output_dir``: the run's folder (its journal,
+  checkpoint, weights and result, and any file a plugin writes);
+- ``run.cfg``: the composed config; ``run.data``: the loaded splits (``run.data.train.x`` ...);
+  ``run.dataset``, ``run.loss``, ``run.optimizer``, ``run.model``: the built components;
+  ``run.registry`` and ``run.manager``: the components and plugins of this process;
+- ``run.run_key``: the run's identity in its journal and its MLflow mirror, kept across resumes;
+  ``run.config_hash``: what makes two sweep jobs the same; ``run.resumed_from_epoch``;
+- where it stands: ``run.epoch``, ``run.step``, ``run.history`` (one metrics dict per epoch),
+  ``run.step_numbers`` / ``run.step_losses`` (the last epoch's steps), ``run.objective_metric``,
+  ``run.best_objective``, ``run.best_epoch``;
+- what a plugin may set: ``run.stop_reason`` (stop after this epoch), ``run.info[...]``: each plugin's
+  own state, under its own key (``run.info["health"]``), and ``run.info["artifacts"]``: extra files
+  for the tracker to log.
+
+Hooks are called in this order for a run: ``labnet_configure`` (before the data load),
+``labnet_run_start``, ``labnet_resume`` (a resumed run), ``labnet_epoch_end`` and
+``labnet_checkpoint`` each epoch, ``labnet_run_end``; for a sweep ``labnet_sweep_start`` before any
+job and ``labnet_sweep_end`` after the last, in the launching process.
 """
 
 from __future__ import annotations
@@ -124,8 +146,12 @@ def labnet_resume(run, state) -> None:
 def labnet_run_end(run, status, metrics, model, error) -> None:
     """Called once when a run ends, however it ends.
 
+    An exception raised here fails the run (FAILED in its result, its journal and MLflow, naming the plugin).
+
+    :param run: the run (its ``history`` complete, ``run.info["weights_path"]`` the saved weights).
     :param status: ``"FINISHED"``, ``"FAILED"`` or ``"KILLED"``.
     :param metrics: the final metrics (``test_accuracy`` when there is a test split).
+    :param model: the trained model, as its weights were saved.
     :param error: the exception that ended the run, or ``None``.
     """
 

@@ -216,7 +216,7 @@ def _print_table(path: Path, limit: int = 16) -> None:
         print(f"  ... {len(rows) - limit} more rows in {path.name}")
 
 
-@hookimpl(tryfirst=True)
+@hookimpl  # (after the tracker's, tryfirst: it adds the jobs whose results stayed on other machines)
 def labnet_sweep_end(sweep, results):
     """Draw the study's plot and table into the sweep folder; log them on the parent MLflow run."""
     study = study_of(sweep.cfg)

@@ -324,3 +324,13 @@ def test_error_deep_in_a_builtin_plugin_blames_the_plugin_whose_hook_raised(tmp_
     message = str(info.value)
     assert message.startswith("plugin 'labnet.tracking.mlflow_tracker' (labnet "), message
     assert "labnet_sweep_start" in message and "the store refused" in message
+
+
+def test_the_tracker_completes_a_sweeps_results_before_the_studies_plot_them():
+    """labnet_sweep_end: the MLflow tracker adds the jobs whose results stayed on other machines, so it must
+    be called before the studies plugin (pluggy calls the hook implementations from the end of this list)."""
+    from labnet.plugins import get_plugin_manager
+
+    manager = get_plugin_manager(entry_points=False)
+    order = [impl.plugin_name for impl in reversed(manager.pm.hook.labnet_sweep_end.get_hookimpls())]
+    assert order.index("labnet.tracking.mlflow_tracker") < order.index("labnet.studies"), order

@@ -34,7 +34,7 @@ try:
 except ImportError:  # run from a checkout without installing
     sys.path.insert(0, str(REPO))
 
-from labnet.compare import compare_command  # noqa: E402
+from labnet.cli.compare.command import compare_command  # noqa: E402
 
 OPTIMIZERS = ("sgd", "momentum", "adagrad", "adam", "rmsprop")
 LRS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0)

@@ -19,15 +19,15 @@ def main(argv: list[str] | None = None) -> int:
 
     debug = os.environ.get("LABNET_DEBUG") == "1"
     if argv and argv[0] == "plugins":
-        from labnet.cli_plugins import plugins_command
+        from labnet.cli.plugins import plugins_command
 
         return plugins_command(argv[1:])
     if argv and argv[0] == "plugin":  # `labnet plugin new NAME`
-        from labnet.scaffold import plugin_command
+        from labnet.cli.plugin_new import plugin_command
 
         return plugin_command(argv[1:])
     if argv and argv[0] == "compare":  # before --help: `labnet compare --help` is compare's own
-        from labnet.compare import compare_command
+        from labnet.cli.compare.command import compare_command
 
         return compare_command(argv[1:])
     if argv and argv[0] == "sync":
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(f"labnet: resuming: labnet {' '.join(argv)}", file=sys.stderr)
     if "--help" in argv or "-h" in argv:
-        from labnet.cli_help import help_text
+        from labnet.cli.help import help_text
 
         print(help_text())
         return 0

@@ -309,3 +309,11 @@ class Registry:
 def get_registry(manager: LabnetPluginManager | None = None) -> Registry:
     """The registry of a plugin manager (a fresh default one when none is given)."""
     return Registry(manager or get_plugin_manager())
+
+
+def load_tolerantly() -> tuple[LabnetPluginManager, Registry, list[BrokenPlugin]]:
+    """Everything that loads, and the problems of what does not (for the commands that diagnose plugins):
+    a LabnetError only when not even the built-ins load."""
+    manager = get_plugin_manager(tolerant=True)
+    registry = Registry(manager, tolerant=True)
+    return manager, registry, [*manager.broken, *registry.problems]

@@ -15,12 +15,13 @@ import numpy as np
 import pytest
 
 import labnet
-from labnet.check import CheckResult, check_command, run_checks
+from labnet.cli.check import check_command
 from labnet.errors import ConfigError
 from labnet.nn.layer import Layer
 from labnet.nn.layers import Affine
 from labnet.nn.optimizers import SGD, Optimizer
 from labnet.plugins import Provider, get_plugin_manager, get_registry
+from labnet.testing.contracts import CheckResult, run_checks
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from labnet.cli.plugin_new import new_plugin
 from labnet.errors import ConfigError
-from labnet.scaffold import new_plugin
 from labnet.testing import check_plugin
 
 REPO = Path(__file__).resolve().parents[1]

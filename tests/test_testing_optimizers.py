@@ -9,9 +9,9 @@ import math
 import numpy as np
 import pytest
 
-from labnet.check import check_optimizer
 from labnet.nn.optimizers import SGD, Adam, Momentum, Optimizer
 from labnet.testing import check_optimizer_steps, weight_decay_applied_once
+from labnet.testing.contracts import check_optimizer
 
 
 class Lion(Optimizer):

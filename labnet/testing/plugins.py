@@ -36,9 +36,10 @@ def fresh_manager(*plugins: types.ModuleType, builtins: bool = True) -> LabnetPl
 
 def check_plugin(*plugins: types.ModuleType):
     """``labnet plugins check`` for the components ``plugins`` provide: a list of
-    :class:`labnet.check.CheckResult`, one per check (``[r for r in results if r.failed]`` are the failures)."""
-    from labnet.check import run_checks
+    :class:`~labnet.testing.contracts.CheckResult`, one per check (``[r for r in results if r.failed]`` are
+    the failures)."""
     from labnet.plugins import Registry
+    from labnet.testing.contracts import run_checks
 
     registry = Registry(fresh_manager(*plugins))
     ours = {provider_of(m).dist for m in plugins}
@@ -48,7 +49,7 @@ def check_plugin(*plugins: types.ModuleType):
 
 def assert_plugin_passes_checks(*plugins: types.ModuleType) -> None:
     """Raise AssertionError listing every failed check of :func:`check_plugin` (and if there is nothing to check)."""
-    from labnet.check import format_table
+    from labnet.testing.contracts import format_table
 
     results = check_plugin(*plugins)
     if not results:

@@ -31,12 +31,12 @@ from labnet.errors import TrackingError
 from labnet.record.files import atomic_write_text
 from labnet.record.journal import JOURNAL_FILE, end_abandoned, owner_alive, read_records, read_state
 from labnet.record.result import SYNC_STATE_FILE
+from labnet.tracking.params import param_entries
 from labnet.tracking.store import absolute_store_uri, sqlite_path, store_lock
 
 MAX_PARAMS_PER_BATCH = 100
 MAX_METRICS_PER_BATCH = 1000
 MAX_TAG_LENGTH = 5000
-MAX_PARAM_LENGTH = 6000
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 SYNC_LOCK_FILE = ".sync.lock"
 
@@ -73,18 +73,6 @@ class SyncOutcome:
     run_id: str | None
     status: str  # the journal's status (RUNNING while its process lives)
     complete: bool  # everything the journal holds is in MLflow, and the run ended
-
-
-def param_entries(flat: dict[str, Any]) -> tuple[list[tuple[str, str]], list[str]]:
-    """Config entries as MLflow params (strings within MLflow's length limit) and the truncated keys."""
-    entries, truncated = [], []
-    for key, value in flat.items():
-        text = "None" if value is None else str(value)
-        if len(text) > MAX_PARAM_LENGTH:
-            text = text[: MAX_PARAM_LENGTH - 15] + "...[truncated]"
-            truncated.append(key)
-        entries.append((key, text))
-    return entries, truncated
 
 
 def metric_points(record: dict[str, Any]):

@@ -19,6 +19,7 @@ from labnet.record.journal import owner_alive
 from labnet.record.result import RunResult
 from labnet.sweep.jobs import PRIOR_RUNS_FILE
 from labnet.tracking.mirror import Mirror, find_or_create_experiment
+from labnet.tracking.params import param_value
 from labnet.tracking.prior_runs import prior_runs
 from labnet.tracking.store import EXPERIMENT_ENV, PARENT_RUN_ENV, absolute_store_uri, experiment_name
 from labnet.tracking.syncer import pending
@@ -170,18 +171,6 @@ def replicate_groups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(out, key=lambda r: -r["objective"] if r["objective"] == r["objective"] else float("inf"))
 
 
-def _param_value(text: str) -> Any:
-    """A param as logged (a string) back to the value it was in the config."""
-    import yaml
-
-    if text == "None":
-        return None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
 def results_from_mlflow(client, sweep, known: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The jobs of this sweep whose result.json is not on this machine (Ray on machines without a shared
     disk keep it where the job ran), read back from their MLflow runs."""
@@ -208,7 +197,7 @@ def results_from_mlflow(client, sweep, known: list[dict[str, Any]]) -> list[dict
                     "objective_metric": objective,
                     "objective": metrics.get(f"best_{objective}", float("nan")),
                     "metrics": dict(metrics),
-                    "params": {k: _param_value(v) for k, v in run.data.params.items() if k != "labnet.plugins"},
+                    "params": {k: param_value(v) for k, v in run.data.params.items() if k != "labnet.plugins"},
                     "run_id": run.info.run_id,
                     "output_dir": tags.get("labnet.output_dir"),
                 }

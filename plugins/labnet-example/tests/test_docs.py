@@ -76,8 +76,8 @@ def test_the_documented_plugin_registers_and_its_hook_stops_a_run(module):
 
 
 def test_the_documented_optimizer_passes_the_checks_and_the_lr_hook_logs(module):
-    from labnet.check import check_optimizer
     from labnet.testing import HookRecorder, fresh_manager
+    from labnet.testing.contracts import check_optimizer
 
     rows = check_optimizer(module.Lion, "lion")
     assert [(check, result) for check, result, _, _ in rows if result != "PASS"] == [], rows

@@ -1,4 +1,4 @@
-"""`labnet plugins check [NAME...]`: every registered component against its contract.
+"""The contracts every component is checked against (`labnet plugins check`, :mod:`labnet.testing`).
 
 Each component, built-in or from a plugin, is built on small random inputs and checked:
 
@@ -32,12 +32,9 @@ How a component is built for checking (declared on the class, so a plugin contro
 
 from __future__ import annotations
 
-import argparse
 import inspect
-import json
-import sys
 import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -292,60 +289,16 @@ def run_checks(registry, names: list[str] | tuple[str, ...] | None = None) -> li
 
 
 def format_table(results: list[CheckResult]) -> str:
+    from labnet.tables import text_table
+
     headers = ("component", "kind", "provider", "check", "worst error", "result")
-    table = [headers] + [
+    rows = [
         (r.component, r.kind, r.provider, r.check, "-" if r.error is None else f"{r.error:.2e}", r.result)
         for r in results
     ]
-    widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
-    lines = []
-    for i, row in enumerate(table):
-        lines.append("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
-        if i == 0:
-            lines.append("  ".join("-" * w for w in widths))
-        elif results[i - 1].result != PASS and results[i - 1].detail:
-            lines.append(f"    {results[i - 1].result}: {results[i - 1].detail}")
-    return "\n".join(lines)
+    notes = {i: f"{r.result}: {r.detail}" for i, r in enumerate(results) if r.result != PASS and r.detail}
+    return text_table(headers, rows, notes)
 
 
 def summary(results: list[CheckResult]) -> dict[str, int]:
     return {r: sum(1 for x in results if x.result == r) for r in (PASS, FAIL, SKIP)}
-
-
-def check_command(argv: list[str]) -> int:
-    """`labnet plugins check [NAME...] [--json]`: 0 if nothing failed, 1 on a failure, 2 on a usage error."""
-    parser = argparse.ArgumentParser(
-        prog="labnet plugins check",
-        description="Check every installed component (or the NAMEs given) against labnet's contracts: "
-        "gradients of layers and losses, optimizer steps and state, data set loading.",
-    )
-    parser.add_argument("names", nargs="*", metavar="NAME", help="component names to check (default: all)")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    args = parser.parse_args(argv)
-    from labnet.cli_plugins import load_for_diagnosis
-
-    loaded = load_for_diagnosis("labnet plugins check")
-    if loaded is None:
-        return 2
-    _, registry, problems = loaded
-    known = {c.name for c in registry.list()}
-    unknown = [n for n in args.names if n not in known]
-    if unknown:
-        print(
-            f"labnet plugins check: unknown component {', '.join(map(repr, unknown))}; "
-            f"available: {', '.join(sorted(known))}",
-            file=sys.stderr,
-        )
-        return 2
-    results = run_checks(registry, args.names)
-    if not args.names:  # a plugin that failed to load cannot be checked: that is a failure too
-        for broken in problems:
-            error = broken.error.splitlines()[0]
-            results.append(CheckResult(broken.plugin, "plugin", str(broken.provider), broken.stage, FAIL, None, error))
-    counts = summary(results)
-    if args.json:
-        print(json.dumps({"results": [asdict(r) for r in results], "summary": counts}, indent=2))
-    else:
-        print(format_table(results))
-        print(f"\n{counts[PASS]} passed, {counts[FAIL]} failed, {counts[SKIP]} skipped")
-    return 1 if counts[FAIL] else 0

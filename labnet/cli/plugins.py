@@ -2,7 +2,7 @@
 plugin problem as one line (a plugin that fails to import, a hook that does not fit its spec, a name clash),
 with everything else still listed.
 
-`labnet plugins check [NAME...]` checks the components against their contracts (:mod:`labnet.check`).
+`labnet plugins check [NAME...]` checks the components against their contracts (:mod:`labnet.cli.check`).
 """
 
 from __future__ import annotations
@@ -12,32 +12,23 @@ import json
 import sys
 
 from labnet.errors import LabnetError
-from labnet.plugins import BrokenPlugin, LabnetPluginManager, Registry, get_plugin_manager
+from labnet.plugins import BrokenPlugin, LabnetPluginManager, Registry, load_tolerantly
+from labnet.tables import text_table
 
 
 def load_for_diagnosis(command: str) -> tuple[LabnetPluginManager, Registry, list[BrokenPlugin]] | None:
     """The manager and registry of everything that loads, and the problems of what does not (one line each);
     None (after printing the error) when not even the built-ins load."""
     try:
-        manager = get_plugin_manager(tolerant=True)
-        registry = Registry(manager, tolerant=True)
+        return load_tolerantly()
     except LabnetError as err:
         print(f"{command}: {err}", file=sys.stderr)
         return None
-    return manager, registry, [*manager.broken, *registry.problems]
-
-
-def table(headers: tuple[str, ...], rows: list[tuple]) -> list[str]:
-    """Left-aligned columns under a dashed header line."""
-    cells = [headers] + [tuple(str(v) for v in row) for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells]
-    return [lines[0], "  ".join("-" * w for w in widths), *lines[1:]]
 
 
 def plugins_command(argv: list[str]) -> int:
     if argv and argv[0] == "check":
-        from labnet.check import check_command
+        from labnet.cli.check import check_command
 
         return check_command(argv[1:])
     parser = argparse.ArgumentParser(
@@ -79,10 +70,10 @@ def plugins_command(argv: list[str]) -> int:
         print(json.dumps({"components": rows, "plugins": plugins, "broken": broken}, indent=2))
         return 0
     headers = ("kind", "name", "distribution", "version", "plugin")
-    print("\n".join(table(headers, [tuple(r[h] for h in headers) for r in rows])))
+    print(text_table(headers, [tuple(r[h] for h in headers) for r in rows]))
     print()
     plugin_rows = [(p["plugin"], p["distribution"], p["version"], ", ".join(p["hooks"])) for p in plugins]
-    print("\n".join(table(("plugin", "distribution", "version", "hooks"), plugin_rows)))
+    print(text_table(("plugin", "distribution", "version", "hooks"), plugin_rows))
     for b in problems:
         print(f"BROKEN  {b.plugin}  {b.provider.dist} {b.provider.version}: {b.error.splitlines()[0]}")
     return 0

@@ -14,7 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from labnet.compare import lower_is_better, parse_value
+from labnet.cli.compare.records import lower_is_better, parse_value
 
 X_PARAM = "optimizer.lr"
 LINE_PARAM = "optimizer.name"

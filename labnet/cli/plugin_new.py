@@ -16,7 +16,7 @@ from pathlib import Path
 from labnet import __version__
 from labnet.errors import ConfigError
 
-TEMPLATE = Path(__file__).resolve().parent / "plugin_template"
+TEMPLATE = Path(__file__).resolve().parents[1] / "plugin_template"
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 
 

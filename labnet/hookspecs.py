@@ -6,7 +6,7 @@ spec, so labnet can add arguments later without breaking plugins. Hooks are call
 last-registered-first unless ``tryfirst`` / ``trylast`` say otherwise.
 
 The same nouns name the same things everywhere: ``run`` (the run being trained, a
-:class:`labnet.train.trainer.Run`), ``cfg`` (the composed OmegaConf config), ``epoch``,
+:class:`Run`, below), ``cfg`` (the composed OmegaConf config), ``epoch``,
 ``metrics`` (a dict of floats), ``model`` (the :class:`labnet.nn.model.Sequential` being
 trained), ``optimizer`` (the run's optimizer; ``optimizer.lr`` is its current learning rate).
 
@@ -34,10 +34,60 @@ job and ``labnet_sweep_end`` after the last, in the launching process.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
 import pluggy
 
 hookspec = pluggy.HookspecMarker("labnet")
 hookimpl = pluggy.HookimplMarker("labnet")
+
+
+def _empty(dtype: str):
+    import numpy as np  # (here: `import labnet` stays free of NumPy, and `labnet --help` fast)
+
+    return np.empty(0, dtype)
+
+
+@dataclass
+class Run:
+    """What lifecycle hooks see of a run: what it is made of, where it stands, and each plugin's own state.
+
+    ``output_dir`` is the run's folder (its journal, checkpoint, weights and result); ``info`` is the
+    namespace where plugins keep their own state (``run.info["health"]``) and list extra files to log
+    (``run.info["artifacts"]``).
+    """
+
+    name: str
+    output_dir: Path
+    cfg: Any = None
+    data: Any = None  # labnet.data.base.DataSplits
+    dataset: Any = None
+    loss: Any = None  # labnet.nn.losses.Loss
+    optimizer: Any = None  # labnet.nn.optimizers.Optimizer
+    model: Any = None  # labnet.nn.model.Sequential
+    registry: Any = None  # labnet.plugins.Registry
+    manager: Any = None  # labnet.plugins.LabnetPluginManager
+    hydra: Any = None  # Hydra's runtime config, when run by Hydra
+    run_key: str = ""  # the run's identity in its journal and its MLflow mirror (kept across resumes)
+    config_hash: str = ""
+    resumed_from_epoch: int | None = None
+    journal: Any = None  # labnet.record.journal.Journal
+    epoch: int = 0
+    step: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    #: global step numbers and training losses of the epoch that just ended (for batched logging)
+    step_numbers: Any = field(default_factory=lambda: _empty("int64"))  # a NumPy array
+    step_losses: Any = field(default_factory=lambda: _empty("float64"))
+    #: a hook sets this to stop training after the current epoch
+    stop_reason: str | None = None
+    objective_metric: str = "val_accuracy"
+    best_objective: float = float("nan")
+    best_epoch: int = 0
+    info: dict[str, Any] = field(default_factory=dict)
+
+
 
 
 # ---------------------------------------------------------------------------

@@ -22,9 +22,9 @@ from labnet.train.trainer import Interrupted, Run, Trainer, TrainerConfig
 @pytest.fixture(autouse=True)
 def always_in_the_background(monkeypatch):
     """These data sets evaluate in well under BACKGROUND_MIN_SECONDS: every epoch goes to the thread anyway."""
-    from labnet.train import trainer as trainer_module
+    from labnet.train import background
 
-    monkeypatch.setattr(trainer_module, "BACKGROUND_MIN_SECONDS", 0.0)
+    monkeypatch.setattr(background, "BACKGROUND_MIN_SECONDS", 0.0)
 
 
 def blobs() -> DataSplits:
@@ -226,7 +226,9 @@ def test_an_evaluation_too_quick_for_a_thread_stays_in_line(tmp_path, monkeypatc
         return original(model, loss, split, batch_size)
 
     monkeypatch.setattr(trainer_module, "evaluate", spy)
-    monkeypatch.setattr(trainer_module, "BACKGROUND_MIN_SECONDS", 60.0)
+    from labnet.train import background
+
+    monkeypatch.setattr(background, "BACKGROUND_MIN_SECONDS", 60.0)
     trainer, run = make_trainer(tmp_path, True, epochs=4, eval_train=False, eval_test=False)
     trainer.fit(run)
     # epoch 1 in the background (measured), epochs 2-4 in line, then the final test evaluation

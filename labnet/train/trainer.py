@@ -14,26 +14,26 @@ trains, reports and stops exactly as with the evaluation in line.
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 import signal
 import sys
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from labnet.config import check_flag, check_whole
 from labnet.data.base import DataSplits
 from labnet.errors import ConfigError, TrainingError
+from labnet.hookspecs import Run
 from labnet.nn.losses import Loss
 from labnet.nn.model import Sequential
 from labnet.nn.optimizers import Optimizer
 from labnet.train import checkpoint as ckpt
+from labnet.train.background import BackgroundEvaluation, _PendingEpoch
 from labnet.train.metrics import evaluate, labels_of, predicted_labels
 from labnet.train.objective import record_objective
 
@@ -45,44 +45,6 @@ class Interrupted(Exception):
         self.signum, self.checkpoint = signum, checkpoint
         where = f"; resume it with: labnet resume {checkpoint.parent}" if checkpoint else ""
         super().__init__(f"interrupted by {signal.Signals(signum).name}{where}")
-
-
-@dataclass
-class Run:
-    """What lifecycle hooks see of a run: what it is made of, where it stands, and each plugin's own state.
-
-    ``output_dir`` is the run's folder (its journal, checkpoint, weights and result); ``info`` is the
-    namespace where plugins keep their own state (``run.info["health"]``) and list extra files to log
-    (``run.info["artifacts"]``).
-    """
-
-    name: str
-    output_dir: Path
-    cfg: Any = None
-    data: DataSplits | None = None
-    dataset: Any = None
-    loss: Loss | None = None
-    optimizer: Optimizer | None = None
-    model: Sequential | None = None
-    registry: Any = None  # labnet.plugins.Registry
-    manager: Any = None  # labnet.plugins.LabnetPluginManager
-    hydra: Any = None  # Hydra's runtime config, when run by Hydra
-    run_key: str = ""  # the run's identity in its journal and its MLflow mirror (kept across resumes)
-    config_hash: str = ""
-    resumed_from_epoch: int | None = None
-    journal: Any = None  # labnet.record.journal.Journal
-    epoch: int = 0
-    step: int = 0
-    history: list[dict[str, float]] = field(default_factory=list)
-    #: global step numbers and training losses of the epoch that just ended (for batched logging)
-    step_numbers: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
-    step_losses: np.ndarray = field(default_factory=lambda: np.empty(0))
-    #: a hook sets this to stop training after the current epoch
-    stop_reason: str | None = None
-    objective_metric: str = "val_accuracy"
-    best_objective: float = float("nan")
-    best_epoch: int = 0
-    info: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -111,26 +73,10 @@ class TrainerConfig:
             check_whole("trainer.patience", self.patience, 1, " or null")
 
 
-#: an epoch evaluation quicker than this stays in line: copying the weights and handing the work to a
-#: thread cost ~0.3 ms (the spiral run's 150 validation samples take 0.05 ms; MNIST's 5,000 take ~8 ms)
-BACKGROUND_MIN_SECONDS = 0.002
 PLUGIN_STATE = "plugin/"  # checkpoint entries of plugins (labnet_checkpoint / labnet_resume)
 
 
-@dataclass
-class _PendingEpoch:
-    """An epoch whose evaluation runs in the background, and what the run was when it ended."""
-
-    epoch: int
-    metrics: dict[str, float]
-    state: dict[str, np.ndarray]  # model, optimizer, RNG and position at the epoch's end (checkpoint entries)
-    step: int
-    step_numbers: np.ndarray
-    step_losses: np.ndarray
-    evaluation: Future
-
-
-class Trainer:
+class Trainer(BackgroundEvaluation):
     """Trains ``model`` on ``data`` with ``loss`` and ``optimizer``, calling ``hook`` each epoch.
 
     :param hook: a pluggy hook relay (``manager.hook``) or ``None``.
@@ -384,73 +330,6 @@ class Trainer:
                 out[f"{name}_loss"], out[f"{name}_accuracy"] = evaluate(model, loss, split, cfg.eval_batch_size)
         self._eval_seconds = time.perf_counter() - start
         return out
-
-    def _evaluation_worth_a_thread(self) -> bool:
-        """Something to evaluate, and (once measured) enough of it to pay for the copy and the thread."""
-        cfg, data = self.config, self.data
-        if not (data.val is not None or cfg.eval_train or (cfg.eval_test and data.test is not None)):
-            return False
-        return self._eval_seconds is None or self._eval_seconds >= BACKGROUND_MIN_SECONDS
-
-    def _evaluate_in_background(self, run: Run, epoch: int, metrics: dict[str, float]) -> bool:
-        """Start evaluating this epoch's weights in a thread; False if this model cannot be copied for it."""
-        if self._twin is None:
-            try:
-                self._twin = (self.model.clone(), copy.deepcopy(self.loss))
-            except Exception as err:  # (a plugin layer holding something that cannot be copied)
-                print(
-                    f"labnet: warning: trainer.eval_background: the model cannot be copied ({err}); "
-                    "evaluating each epoch in line",
-                    file=sys.stderr,
-                )
-                self.config.eval_background = False
-                return False
-        if self._executor is None:  # (one per fit: its end shuts it down)
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="labnet-eval")
-        twin, twin_loss = self._twin
-        state = self._training_state(epoch, 0, None, (0.0, 0.0, 0.0))
-        twin.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model/")})
-        np.copyto(twin.flat_grads, self.model.flat_grads)  # (the last step's gradients, for the hooks)
-        self._pending = _PendingEpoch(
-            epoch,
-            metrics,
-            state,
-            run.step,
-            run.step_numbers,
-            run.step_losses,
-            self._executor.submit(self._evaluate, twin, twin_loss),
-        )
-        return True
-
-    def _finish_pending(self, run: Run) -> _PendingEpoch:
-        """Wait for the background evaluation and end its epoch as the run stood then."""
-        pending, self._pending = self._pending, None
-        current = (run.epoch, run.step, run.step_numbers, run.step_losses)
-        run.epoch, run.step, run.step_numbers, run.step_losses = (
-            pending.epoch,
-            pending.step,
-            pending.step_numbers,
-            pending.step_losses,
-        )
-        try:
-            pending.metrics.update(pending.evaluation.result())
-            self._end_epoch(run, pending.epoch, pending.metrics, model=self._twin[0], training=pending.state)
-        finally:
-            run.epoch, run.step, run.step_numbers, run.step_losses = current
-        return pending
-
-    def _restore(self, run: Run, pending: _PendingEpoch) -> None:
-        """Back to the end of the pending epoch: the run stopped there."""
-        state = pending.state
-        self.model.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model/")})
-        self.optimizer.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("optim/")})
-        self.rng.bit_generator.state = ckpt.decode_json(state["rng"])
-        run.epoch, run.step, run.step_numbers, run.step_losses = (
-            pending.epoch,
-            pending.step,
-            pending.step_numbers,
-            pending.step_losses,
-        )
 
     def _end_epoch(self, run: Run, epoch: int, metrics: dict[str, float], model=None, training=None) -> None:
         """Hooks, history, early stopping and checkpoint of an evaluated epoch (``model``: the weights it

@@ -8,7 +8,8 @@ import json
 import math
 from typing import Any
 
-from labnet.cli.compare.records import FORMATS, MAIN_METRICS, lower_is_better, parse_value
+from labnet.cli.compare.records import FORMATS, MAIN_METRICS, lower_is_better
+from labnet.tracking.params import param_value
 
 
 def columns(rows: list[dict[str, Any]], params: list[str], fmt: str, extra: list[str] = ()) -> list[str]:
@@ -54,7 +55,7 @@ def _cell(key: str, value: Any, params: list[str]) -> str:
 def _is_numeric(key: str, rows: list[dict[str, Any]], params: list[str]) -> bool:
     if key == "run_id":
         return False
-    values = [parse_value(r.get(key)) if key in params else r.get(key) for r in rows]
+    values = [param_value(r.get(key)) if key in params else r.get(key) for r in rows]
     present = [v for v in values if v is not None]
     return bool(present) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present)
 
@@ -93,7 +94,7 @@ def format_rows(rows: list[dict[str, Any]], params: list[str], fmt: str = "table
 
 def _json_value(key: str, value: Any, params: list[str]) -> Any:
     if key in params:
-        return parse_value(value)
+        return param_value(value)
     if isinstance(value, float) and not math.isfinite(value):
         return None  # NaN / inf are not JSON
     return value

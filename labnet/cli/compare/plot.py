@@ -14,14 +14,15 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from labnet.cli.compare.records import lower_is_better, parse_value
+from labnet.cli.compare.records import lower_is_better
+from labnet.tracking.params import param_value
 
 X_PARAM = "optimizer.lr"
 LINE_PARAM = "optimizer.name"
 
 
 def _number(value: Any) -> float | None:
-    value = parse_value(value)
+    value = param_value(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return None
     return float(value)

@@ -178,7 +178,12 @@ def _end_run(run: Run, manager, model, status: str, error, final: dict, start_ti
         end_time=stamp(),
     ).write(folder)
     for after in run.info.get("after_end", []):  # e.g. the tracker waiting for MLflow (tracking.sync=wait)
-        after()
+        try:
+            after()
+        except Exception as err:
+            if error is None:
+                raise
+            print(f"labnet: warning: {err}", file=sys.stderr)  # (the error that ended the run is the one to see)
     if hook_error is not None and error is hook_error:
         raise hook_error
     return status, error, final

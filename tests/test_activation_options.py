@@ -78,7 +78,7 @@ def test_a_bad_activation_option_is_named_as_model_activation(registry):
         build(registry, {"hidden_sizes": [4], "activation": {"type": "leaky_relu", "negative_slop": 0.2}})
     with pytest.raises(ConfigError, match=r"model\.activation=\{'negative_slope': 0\.2\}: must be a layer name"):
         build(registry, {"hidden_sizes": [4], "activation": {"negative_slope": 0.2}})
-    with pytest.raises(ConfigError, match="model.activation='leaky': no such activation is installed; available: .*leaky_relu"):
+    with pytest.raises(ConfigError, match="model.activation='leaky': no such activation is installed; .*leaky_relu"):
         build(registry, {"hidden_sizes": [4], "activation": "leaky"})
 
 

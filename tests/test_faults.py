@@ -400,3 +400,10 @@ def test_a_broken_store_file_is_named_and_the_run_is_uploaded_once_it_is_fixed(t
     sync(cli, tmp_path)
     (run,) = all_runs(store(tmp_path))
     assert run.info.status == "FINISHED" and metric_steps(store(tmp_path), run.info.run_id) == [1, 2, 3]
+
+
+def test_an_experiment_name_mlflow_cannot_take_is_refused_before_training(tmp_path, cli):
+    proc = cli(tmp_path, "trainer.epochs=2", f"tracking.experiment={'x' * 1000}")
+    assert proc.returncode == 2
+    assert "tracking.experiment=" in proc.stderr and "1000 characters" in proc.stderr and "500" in proc.stderr
+    assert not list(tmp_path.glob("outputs/*/*/weights.npz")), "nothing trained"

@@ -31,6 +31,7 @@ from labnet.tracking.store import (
 from labnet.tracking.syncer import ensure_syncer, pending, register, wait_for
 
 SYNC_MODES = ("background", "wait", "later")
+MAX_EXPERIMENT_NAME = 500  # MLflow's limit
 WAIT_SECONDS = 300.0  # tracking.sync=wait: the longest a run waits for MLflow to hold all of it
 
 
@@ -79,6 +80,12 @@ def labnet_configure(cfg):
     if cfg.tracking.name != "mlflow":
         return
     on_error_policy(cfg.tracking)
+    name = experiment_name(cfg)
+    if len(name) > MAX_EXPERIMENT_NAME:
+        raise ConfigError(
+            f"tracking.experiment={name[:40]}... is {len(name)} characters long: MLflow accepts at most "
+            f"{MAX_EXPERIMENT_NAME}; choose a shorter name"
+        )
     if sync_mode(cfg.tracking) != "later":
         warn_unsynced(_workdir())
         ensure_syncer(_workdir())  # it imports MLflow while the data load and catches up earlier runs

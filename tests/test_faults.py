@@ -285,7 +285,7 @@ def test_a_plugin_raising_in_run_end_fails_the_run_everywhere(tmp_path, cli, mak
 
 
 def loky_workers(folder: Path) -> list[str]:
-    return [p for p in processes_in(folder) if "loky" in p or "joblib" in p]
+    return [p for p in processes_in(folder) if "loky.backend" in p]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

@@ -8,7 +8,6 @@ process of the machine, other people's clusters included).
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import shutil
 import signal
@@ -166,7 +165,9 @@ def test_grid_sweep_on_ray_is_one_parent_with_a_finished_child_per_job(tmp_path,
         ("adam", "0.01"),
         ("adam", "0.1"),
     }
-    results = {r["run_id"]: r for r in map(json.loads, map(Path.read_text, sweep_dir.glob("*/result.json")))}
+    from labnet.record.result import RunResult
+
+    results = {r.run_id: r for r in (RunResult.read(p.parent) for p in sweep_dir.glob("*/result.json"))}
     assert len(results) == 4, "every job wrote result.json into the driver's sweep folder"
     for child in children:
         assert child.info.status == "FINISHED"

@@ -150,5 +150,5 @@ class _EpochRelay:
     def __init__(self, member: int, callback: EpochCallback) -> None:
         self.member, self.callback = member, callback
 
-    def labnet_epoch_end(self, run, epoch, metrics, model=None):
+    def labnet_epoch_end(self, run, epoch, metrics, model=None, optimizer=None):
         self.callback(self.member, run, epoch, metrics)

@@ -58,7 +58,15 @@ class Plan:
         ]
         for ids in fused:
             lines.append(f"labnet:   fused group of {len(ids)}: jobs {_numbers([jobs[i].num for i in ids])}")
-        lines += [f"labnet:   job {jobs[i].num} runs alone: {why}" for i, why in sorted(self.why.items())]
+        by_reason: dict[str, list[int]] = {}
+        for i, why in sorted(self.why.items()):
+            by_reason.setdefault(why, []).append(jobs[i].num)
+        for why, nums in by_reason.items():
+            lines.append(
+                f"labnet:   job {nums[0]} runs alone: {why}"
+                if len(nums) == 1
+                else f"labnet:   jobs {_numbers(nums)} run alone: {why}"
+            )
         return lines
 
 
@@ -97,9 +105,9 @@ def reason_to_run_alone(job: Job, prior: dict[str, dict]) -> str | None:
     sweep = job.cfg.get("sweep") or {}
     found = prior.get(config_hash(job.flat)) if sweep.get("rerun") != "all" else None
     if found and found.get("status") == "FINISHED":
-        return f"it already finished (run {found.get('run_id')}): skipped"
+        return "already finished: skipped"
     if found and found.get("status") == "KILLED" and found.get("checkpoint") and Path(found["checkpoint"]).is_file():
-        return f"it resumes from {found['checkpoint']}"
+        return "killed earlier: resumes from its checkpoint"
     if job.cfg.trainer.get("resume"):
         return "trainer.resume is set: it continues a checkpoint"
     if (job.folder / JOURNAL_FILE).is_file():

@@ -62,9 +62,9 @@ def test_fused_sweep_records_every_member_as_the_basic_launcher_records_its_job(
     ]
     fused, basic = tmp_path / "fused", tmp_path / "basic"
     fused.mkdir(), basic.mkdir()
-    out = labnet(fused, *grid, FUSED, f"tracking.uri=sqlite:///{fused / 'mlflow.db'}").stdout
+    out = labnet(fused, *grid, FUSED, "tracking.uri=sqlite:///mlflow.db").stdout
     assert "4 jobs: 4 in 1 fused group" in out
-    labnet(basic, *grid, f"tracking.uri=sqlite:///{basic / 'mlflow.db'}")
+    labnet(basic, *grid, "tracking.uri=sqlite:///mlflow.db")  # (each folder its own store)
 
     got, want = results(fused), results(basic)
     assert sorted(got) == sorted(want) == [0, 1, 2, 3]
@@ -93,7 +93,7 @@ def test_fused_sweep_records_every_member_as_the_basic_launcher_records_its_job(
             rows = list(csv.DictReader(f))
         assert sorted(int(r["job"]) for r in rows) == [0, 1, 2, 3] and all(r["status"] == "FINISHED" for r in rows)
 
-    again = labnet(fused, *grid, FUSED, f"tracking.uri=sqlite:///{fused / 'mlflow.db'}").stdout
+    again = labnet(fused, *grid, FUSED, "tracking.uri=sqlite:///mlflow.db").stdout
     assert "jobs 0-3 run alone: already finished: skipped" in again
     assert "4 of 4 jobs already finished, skipped" in again
     assert len(child_runs(f"sqlite:///{fused / 'mlflow.db'}", "mnist")[1]) == 4, "nothing trained again"

@@ -151,3 +151,40 @@ def test_jobs_that_cannot_fuse_run_alone_and_say_why(tmp_path):
     got = results(tmp_path)
     assert [got[j]["status"] for j in (0, 1)] == ["FINISHED", "FINISHED"]
     assert [len(got[j]["history"]) for j in (0, 1)] == [1, 2]
+
+
+def test_an_interrupted_fused_sweep_ends_its_members_killed_and_the_same_command_resumes_them(tmp_path):
+    import signal
+    import time
+
+    sweep = ["-m", "optimizer.lr=0.01,0.02", "trainer.epochs=1500", FUSED, "tracking.uri=sqlite:///mlflow.db"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "labnet", *sweep],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(tmp_path.glob("multirun/*/*/*/checkpoint.npz"))) < 2:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-3000:]
+    assert "fused group interrupted" in err
+    first = results(tmp_path)
+    assert [first[j]["status"] for j in (0, 1)] == ["KILLED", "KILLED"]
+    stopped_at = {j: len(first[j]["history"]) for j in (0, 1)}
+
+    again = labnet(tmp_path, *sweep)
+    assert "jobs 0-1 run alone: killed earlier: resumes from its checkpoint" in again.stdout
+    assert "resumed from epoch" in again.stdout and "2 trained" in again.stdout
+    _, runs = child_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "spiral")
+    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs), "each member continued in its own run"
+    latest = max(tmp_path.glob("multirun/*/*"), key=lambda p: p.stat().st_mtime)
+    resumed = {int(p.parent.name): json.loads(p.read_text()) for p in latest.glob("*/result.json")}
+    assert {j: r["resumed_from_epoch"] for j, r in resumed.items()} == {j: stopped_at[j] for j in (0, 1)}

@@ -71,7 +71,7 @@ class Plan:
 
 
 def _numbers(nums: list[int]) -> str:
-    return f"{nums[0]}-{nums[-1]}" if nums == list(range(nums[0], nums[-1] + 1)) and len(nums) > 2 else str(nums)
+    return f"{nums[0]}-{nums[-1]}" if nums == list(range(nums[0], nums[-1] + 1)) and len(nums) > 1 else str(nums)
 
 
 def compose_job(launcher, num: int, overrides: Sequence[str]) -> Job:

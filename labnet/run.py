@@ -99,7 +99,7 @@ def run_experiment(cfg: DictConfig, manager=None, resume_run: dict | None = None
         data,
         tconf,
         rng,
-        hook=_HookRelay(manager, log_every=int(cfg.tracking.get("log_every", 50) or 0) if "tracking" in cfg else 50),
+        hook=_HookRelay(manager, log_every=log_every(cfg)),
         checkpoint_path=folder / "checkpoint.npz",
     )
     trainer.checkpoint_meta = {"params": encode_json(params), "run_key": np.asarray(run.run_key)}
@@ -113,7 +113,7 @@ def run_experiment(cfg: DictConfig, manager=None, resume_run: dict | None = None
             f"(leave hydra.run.dir at its default), or continue that run with: labnet resume {folder}"
         )
     run.journal = Journal(folder)
-    run.journal.append("start", **_start_record(run, cfg, params, hc, resume, start_time))
+    run.journal.append("start", **start_record(run, cfg, params, hc, resume, start_time))
 
     status, error, final = "FAILED", None, {}
     try:
@@ -125,18 +125,22 @@ def run_experiment(cfg: DictConfig, manager=None, resume_run: dict | None = None
         status, error = ("KILLED" if _is_interrupt(err) else "FAILED"), err
         raise
     finally:
-        status, error, final = _end_run(run, manager, model, status, error, final, start_time)
-    summary = "  ".join(
-        f"{k}={v:.4f}" for k, v in final.items() if k != "epoch_seconds" and "/" not in k and isinstance(v, float)
-    )
-    print(
-        f"labnet: {run.name} finished after {run.epoch} epochs ({run.step} steps): {summary}"
-        + (f"  [{run.stop_reason}]" if run.stop_reason else "")
-    )
+        status, error, final = end_run(run, manager, model, status, error, final, start_time)
+    print(finished_line(run, final))
     return float(run.best_objective)
 
 
-def _end_run(run: Run, manager, model, status: str, error, final: dict, start_time: float):
+def finished_line(run: Run, final: dict) -> str:
+    """The line a run prints when it ends: its name, length and final figures."""
+    summary = "  ".join(
+        f"{k}={v:.4f}" for k, v in final.items() if k != "epoch_seconds" and "/" not in k and isinstance(v, float)
+    )
+    return f"labnet: {run.name} finished after {run.epoch} epochs ({run.step} steps): {summary}" + (
+        f"  [{run.stop_reason}]" if run.stop_reason else ""
+    )
+
+
+def end_run(run: Run, manager, model, status: str, error, final: dict, start_time: float):
     """Weights, the end hooks, the journal's end and the result record, in that order, whatever happens."""
     folder, journal = run.output_dir, run.journal
     if not final and run.history:
@@ -195,7 +199,8 @@ def _is_interrupt(err: BaseException) -> bool:
     return isinstance(err, (KeyboardInterrupt, Interrupted))
 
 
-def _start_record(run: Run, cfg, params, hc, resume: ResumePoint | None, start_time: float) -> dict[str, Any]:
+def start_record(run: Run, cfg, params, hc, resume: ResumePoint | None, start_time: float) -> dict[str, Any]:
+    """The journal's ``start`` record of a run (also each member of a fused group: labnet.fused.members)."""
     from labnet.sweep.identity import current_sweep_id
 
     plugins = ", ".join(run.manager.distributions())
@@ -288,9 +293,30 @@ def _rng(cfg: DictConfig) -> np.random.Generator:
     return np.random.default_rng(check_whole("seed", cfg.get("seed"), 0))
 
 
+def log_every(cfg: DictConfig) -> int:
+    """``tracking.log_every``: the training loss is journaled every that many steps (0: never)."""
+    return int(cfg.tracking.get("log_every", 50) or 0) if "tracking" in cfg else 50
+
+
+def journal_epoch(run: Run, epoch: int, metrics: dict, log_every: int) -> None:
+    """The epoch into the run's journal, with the real time and the training loss every ``log_every`` steps
+    (a resumed run's epochs already journaled are not written twice)."""
+    if run.journal is None or epoch <= run.info.get("journaled_epochs", 0):
+        return
+    now = stamp()
+    steps, losses = run.step_numbers, run.step_losses
+    points = []
+    if log_every and len(steps):
+        seconds = float(metrics.get("epoch_seconds") or 0.0)
+        keep = np.flatnonzero(steps % log_every == 0)
+        times = now - seconds + seconds * (keep + 1) / len(steps)
+        points = [[int(steps[i]), float(losses[i]), int(t * 1000)] for i, t in zip(keep, times, strict=True)]
+    run.journal.append("epoch", time=now, epoch=epoch, step=run.step, metrics=dict(metrics), steps=points)
+
+
 class _HookRelay:
     """What the trainer calls at each epoch's end: the plugins' hooks (naming the plugin when one raises),
-    then the epoch into the run's journal, with the real time and the training loss every ``log_every`` steps."""
+    then the epoch into the run's journal."""
 
     def __init__(self, manager, log_every: int = 0) -> None:
         self.manager, self.log_every = manager, log_every
@@ -303,15 +329,5 @@ class _HookRelay:
 
     def labnet_epoch_end(self, **kwargs):
         result = self.manager.call("labnet_epoch_end", **kwargs)
-        run, epoch, metrics = kwargs["run"], kwargs["epoch"], kwargs["metrics"]
-        if run.journal is not None and epoch > run.info.get("journaled_epochs", 0):  # (a resumed run: not twice)
-            now = stamp()
-            steps, losses = run.step_numbers, run.step_losses
-            points = []
-            if self.log_every and len(steps):
-                seconds = float(metrics.get("epoch_seconds") or 0.0)
-                keep = np.flatnonzero(steps % self.log_every == 0)
-                times = now - seconds + seconds * (keep + 1) / len(steps)
-                points = [[int(steps[i]), float(losses[i]), int(t * 1000)] for i, t in zip(keep, times, strict=True)]
-            run.journal.append("epoch", time=now, epoch=epoch, step=run.step, metrics=dict(metrics), steps=points)
+        journal_epoch(kwargs["run"], kwargs["epoch"], kwargs["metrics"], self.log_every)
         return result

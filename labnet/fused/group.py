@@ -7,6 +7,9 @@ What a launcher calls::
     finals = group.fit(on_epoch_end=callback)             # callback(member, run, epoch, metrics)
     group.member_state(j)   # {"model": state_dict, "optim": optimizer state_dict}: checkpoint, weights.npz
     group.status(j)         # ("FINISHED" | "FAILED", error message or None)
+
+With ``checkpoint_meta`` (one dict per member) ``fit`` writes each member's ``checkpoint.npz`` into its run's
+folder every ``trainer.checkpoint_every`` epochs, in a single run's layout (``labnet resume`` continues it).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from labnet.build import build_model
 from labnet.config import build_component, flatten_config
-from labnet.errors import ConfigError, LabnetError
+from labnet.errors import ConfigError
 from labnet.fused.grouping import differing_keys, fusible_groups
 from labnet.fused.losses import stacked_loss
 from labnet.fused.model import StackedModel, unstackable_layers
@@ -52,7 +55,10 @@ class FusedGroup:
         section = lambda cfg, name: OmegaConf.to_container(cfg[name], resolve=True)  # noqa: E731
         cfg0, self.dtype = self.cfgs[0], _dtype(self.cfgs[0])
         self.config = trainer_config(cfg0)
-        dataset = build_component(registry.get("dataset", cfg0.dataset.name), "dataset", section(cfg0, "dataset"))
+        self.registry = registry
+        self.dataset = dataset = build_component(
+            registry.get("dataset", cfg0.dataset.name), "dataset", section(cfg0, "dataset")
+        )
         self.losses, self.optimizers, self.rngs, self.data, self.models, self.runs = [], [], [], [], [], []
         loaded: dict[int, tuple] = {}  # seed -> (splits, generator state after loading them)
         for j, cfg in enumerate(self.cfgs):
@@ -76,6 +82,9 @@ class FusedGroup:
         self.why_member_by_member = self._why_not_stacked()
         self._trainer: FusedTrainer | None = None
         self._results: list[tuple[str, str | None]] | None = None
+        self._exceptions: dict[int, BaseException] = {}
+        self._failed_before: dict[int, BaseException] = {}  # members failed before training (fail())
+        self._checkpointers: list[Trainer] = []
 
     def _why_not_stacked(self) -> str | None:
         """Why this group cannot train as one stacked model (None: it can)."""
@@ -88,8 +97,28 @@ class FusedGroup:
         return None
 
     # -- training -----------------------------------------------------------------------
-    def fit(self, on_epoch_end: EpochCallback | None = None) -> list[dict[str, float]]:
+    def fail(self, j: int, error: BaseException) -> None:
+        """Member j fails before training (e.g. a plugin's ``labnet_run_start``): it is not trained."""
+        self._failed_before[j] = error
+
+    def fit(
+        self, on_epoch_end: EpochCallback | None = None, checkpoint_meta: Sequence[dict] | None = None
+    ) -> list[dict[str, float]]:
         """Train every member; each one's final metrics, in member order."""
+        self._checkpointers = [
+            Trainer(
+                self.models[j],
+                self.losses[j],
+                self.optimizers[j],
+                self.data[j],
+                self.config,
+                self.rngs[j],
+                checkpoint_path=self.runs[j].output_dir / "checkpoint.npz" if checkpoint_meta else None,
+            )
+            for j in range(len(self.cfgs))
+        ]
+        for trainer, meta in zip(self._checkpointers, checkpoint_meta or [], strict=False):
+            trainer.checkpoint_meta = dict(meta)
         if self.why_member_by_member is not None:
             return self._fit_member_by_member(on_epoch_end)
         # members of one optimizer class next to each other: each class is one run of the stacked optimizer
@@ -106,8 +135,11 @@ class FusedGroup:
             [self.rngs[j] for j in order],
             [self.runs[j] for j in order],
         )
+        for j, error in self._failed_before.items():
+            self._trainer.fail(order.index(j), str(error))
+            self._trainer.members[order.index(j)].exception = error
         callback = None if on_epoch_end is None else lambda s, run, epoch, m: on_epoch_end(order[s], run, epoch, m)
-        finals = self._trainer.fit(callback)
+        finals = self._trainer.fit(callback, lambda s, run, epoch: self._save_checkpoint(order[s], epoch))
         by_member = [{}] * len(order)
         for s, j in enumerate(order):
             by_member[j] = finals[s]
@@ -115,19 +147,34 @@ class FusedGroup:
 
     def _fit_member_by_member(self, on_epoch_end: EpochCallback | None) -> list[dict[str, float]]:
         """One single-run trainer per member, in this process (one start-up, one data load)."""
+        from labnet.train.trainer import Interrupted
+
         finals, self._results = [], []
         for j in range(len(self.cfgs)):
-            relay = None if on_epoch_end is None else _EpochRelay(j, on_epoch_end)
-            trainer = Trainer(
-                self.models[j], self.losses[j], self.optimizers[j], self.data[j], self.config, self.rngs[j], relay
-            )
+            trainer = self._checkpointers[j]
+            trainer.hook = None if on_epoch_end is None else _EpochRelay(j, on_epoch_end)
             try:
+                if j in self._failed_before:
+                    raise self._failed_before[j]
                 finals.append(trainer.fit(self.runs[j]))
                 self._results.append(("FINISHED", None))
-            except LabnetError as err:  # (a diverged member) the others train on
+            except Interrupted:
+                raise
+            except Exception as err:  # (a diverged member, a plugin's hook failing) the others train on
                 finals.append(dict(self.runs[j].history[-1]) if self.runs[j].history else {})
                 self._results.append(("FAILED", str(err)))
+                self._exceptions[j] = err
         return finals
+
+    def _save_checkpoint(self, j: int, epoch: int) -> None:
+        """Member j's checkpoint as its single run would write it after ``epoch``."""
+        trainer, every = self._checkpointers[j], self.config.checkpoint_every
+        if trainer.checkpoint_path is None or not every or epoch % every:
+            return
+        state = self.member_state(j)
+        self.models[j].load_state_dict(state["model"])
+        self.optimizers[j].load_state_dict(state["optim"])
+        trainer.save_checkpoint(self.runs[j], epoch)
 
     # -- members ------------------------------------------------------------------------
     def member_state(self, j: int) -> dict[str, dict[str, np.ndarray]]:
@@ -142,6 +189,21 @@ class FusedGroup:
             return self._results[j]
         member = self._trainer.members[self.order.index(j)]
         return member.status, member.error
+
+    def exception(self, j: int) -> BaseException | None:
+        """The exception that failed member j, when one did (a plugin's hook; a divergence has only a message)."""
+        if self._trainer is None:
+            return self._exceptions.get(j)
+        return self._trainer.members[self.order.index(j)].exception
+
+    def member_model(self, j: int):
+        """Member j's own ``Sequential`` holding its weights now and its last step's gradients (for its hooks)."""
+        if self._trainer is None:
+            return self.models[j]
+        s, stacked = self.order.index(j), self._trainer.model
+        model = stacked.member_model(s)
+        np.copyto(model.flat_grads, stacked.member_flat(s, stacked.grad_segments))
+        return model
 
 
 class _EpochRelay:

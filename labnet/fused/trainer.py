@@ -27,6 +27,8 @@ from labnet.train.trainer import Run, TrainerConfig
 
 #: ``on_epoch_end(member, run, epoch, metrics)``: called for each member still training, after each epoch
 EpochCallback = Callable[[int, Run, int, dict[str, float]], None]
+#: ``on_epoch_recorded(member, run, epoch)``: after the epoch is in the member's history and best objective
+RecordedCallback = Callable[[int, Run, int], None]
 
 
 @dataclass
@@ -37,6 +39,8 @@ class MemberStatus:
     error: str | None = None
     #: {"model": state_dict, "optim": optimizer state_dict} taken when a member failed or stopped early
     snapshot: dict[str, dict[str, np.ndarray]] | None = None
+    #: the exception that failed it, when one did (a plugin's hook)
+    exception: BaseException | None = None
 
 
 class FusedTrainer:
@@ -88,10 +92,23 @@ class FusedTrainer:
         member.snapshot = self.member_state(j)
         member.status, member.error = status, error
 
+    def fail(self, j: int, error: str) -> None:
+        """Member j is FAILED now (between steps: a plugin's hook failed for it); the others train on."""
+        if self.members[j].status == "RUNNING":
+            self._freeze(j, "FAILED", error)
+            self.model.zero_member(j)
+            self.optimizer.park(j)
+
     # -- training -----------------------------------------------------------------------
-    def fit(self, on_epoch_end: EpochCallback | None = None) -> list[dict[str, float]]:
+    def fit(
+        self, on_epoch_end: EpochCallback | None = None, on_epoch_recorded: RecordedCallback | None = None
+    ) -> list[dict[str, float]]:
         """Train every member for ``config.epochs`` epochs or until it stops; returns each member's final
-        metrics (as ``Trainer.fit`` does for one run; a failed member's are its last epoch's)."""
+        metrics (as ``Trainer.fit`` does for one run; a failed member's are its last epoch's).
+
+        ``on_epoch_end`` is where a single run calls its hooks (an exception fails that member alone);
+        ``on_epoch_recorded`` comes after the epoch's history and objective are recorded, where a single run
+        writes its checkpoint."""
         cfg = self.config
         objective = cfg.objective if self.data[0].val is not None else cfg.objective.replace("val_", "train_")
         for run in self.runs:
@@ -108,9 +125,16 @@ class FusedTrainer:
                 run.epoch = epoch
                 metrics.update(evaluated[j])
                 if on_epoch_end is not None:
-                    on_epoch_end(j, run, epoch, metrics)
+                    try:
+                        on_epoch_end(j, run, epoch, metrics)
+                    except Exception as err:  # (a plugin's hook) this member fails, the others train on
+                        self.fail(j, f"{type(err).__name__}: {err}" if not str(err) else str(err))
+                        self.members[j].exception = err
+                        continue
                 run.history.append(metrics)
                 record_objective(run, epoch, metrics[objective], cfg.patience)
+                if on_epoch_recorded is not None:
+                    on_epoch_recorded(j, run, epoch)
                 if run.stop_reason:
                     self._freeze(j, "STOPPED")
                     self.optimizer.park(j)

@@ -1,0 +1,113 @@
+"""A fused sweep against the same sweep run job by job, whole commands: the 12-job grid of issue 20.
+
+    LABNET_DATA_DIR=/path/to/data python benchmarks/bench_fused.py [--repeats 3] [--epochs 6] [--tracking both]
+
+    python -m labnet -m +experiment=mnist_two_layer optimizer=sgd,momentum,adagrad,adam \\
+        optimizer.lr=0.001,0.01,0.1 trainer.epochs=6 [tracking=none]  + one of
+    fused:       hydra/launcher=labnet_fused      (one stacked model in the launching process)
+    sequential:  (Hydra's basic launcher)         (12 runs one after another in one process)
+    joblib:      hydra/launcher=joblib hydra.launcher.n_jobs=2   (12 runs, two processes at a time)
+
+Each repeat runs the three commands in a rotating order, each in a fresh folder (with tracking: its own SQLite
+MLflow store, so no job is skipped as already finished), timing the whole command from start to exit. Prints each
+command's seconds per repeat, the ratios sequential / fused and joblib / fused within each repeat (median and
+range), and each member's test accuracy beside its separate (sequential) run's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+GRID = [
+    "-m",
+    "+experiment=mnist_two_layer",
+    "optimizer=sgd,momentum,adagrad,adam",
+    "optimizer.lr=0.001,0.01,0.1",
+]
+LAUNCHERS = {
+    "fused": ["hydra/launcher=labnet_fused"],
+    "sequential": [],
+    "joblib": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--repeats", type=int, default=3, help="rounds of the three commands, in rotating order")
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--tracking", choices=("none", "mlflow", "both"), default="both")
+    p.add_argument("--extra", nargs="*", default=[], help="more overrides for every command (e.g. to shrink it)")
+    return p.parse_args(argv)
+
+
+def run_command(launcher: str, tracking: str, epochs: int, extra: list[str]) -> tuple[float, dict[int, dict]]:
+    """Seconds the whole command took and each job's result.json."""
+    with tempfile.TemporaryDirectory(prefix=f"bench-fused-{launcher}-") as tmp:
+        cwd = Path(tmp)
+        args = [*GRID, f"trainer.epochs={epochs}", *LAUNCHERS[launcher], *extra]
+        args.append("tracking=none" if tracking == "none" else f"tracking.uri=sqlite:///{cwd / 'mlflow.db'}")
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")])}
+        env.pop("MLFLOW_TRACKING_URI", None)
+        start = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "labnet", *args], cwd=cwd, env=env, capture_output=True, text=True)
+        seconds = time.perf_counter() - start
+        if proc.returncode != 0:
+            sys.exit(f"{launcher} ({tracking}) failed:\n{proc.stderr[-3000:]}")
+        results = {}
+        for path in cwd.glob("multirun/*/*/*/result.json"):
+            result = json.loads(path.read_text())
+            results[int(result["job"])] = result
+        return seconds, results
+
+
+def spread(values: list[float]) -> str:
+    return f"median {statistics.median(values):.2f} (range {min(values):.2f}-{max(values):.2f}, n={len(values)})"
+
+
+def bench(tracking: str, args) -> None:
+    names = list(LAUNCHERS)
+    seconds: dict[str, list[float]] = {n: [] for n in names}
+    last: dict[str, dict[int, dict]] = {}
+    for r in range(args.repeats):
+        order = names[r % 3 :] + names[: r % 3]
+        for name in order:
+            s, last[name] = run_command(name, tracking, args.epochs, args.extra)
+            seconds[name].append(s)
+            print(f"  [{tracking}] repeat {r + 1}: {name:10s} {s:7.1f} s", flush=True)
+    print(f"\ntracking={tracking}: seconds per whole command")
+    for name in names:
+        print(f"  {name:10s} {spread(seconds[name])}")
+    for other in ("sequential", "joblib"):
+        ratios = [o / f for o, f in zip(seconds[other], seconds["fused"], strict=True)]
+        print(f"  {other} / fused: {spread(ratios)}")
+    print(f"\ntracking={tracking}: test accuracy, fused member vs its separate run (last repeat)")
+    fused, separate = last["fused"], last["sequential"]
+    worst = 0.0
+    for job in sorted(separate):
+        p = separate[job]["params"]
+        a = fused[job]["metrics"].get("test_accuracy", float("nan"))
+        b = separate[job]["metrics"].get("test_accuracy", float("nan"))
+        worst = max(worst, abs(a - b))
+        print(f"  job {job:2d} {p['optimizer.name']:8s} lr={p['optimizer.lr']:<6g} fused {a:.4f}  separate {b:.4f}")
+    print(f"  largest difference: {100 * worst:.2f} points")
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, load average {os.getloadavg()}")
+    for tracking in ("none", "mlflow") if args.tracking == "both" else (args.tracking,):
+        bench(tracking, args)
+    print(f"load average at the end {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()

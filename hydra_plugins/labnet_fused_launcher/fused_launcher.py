@@ -1,0 +1,40 @@
+"""``hydra/launcher=labnet_fused``: a sweep's jobs that differ only in fusible keys (optimizer, its settings,
+seed, init, dropout, weight decay) trained as one stacked model in the launching process, each recorded as a
+run of its own; every other job runs as with Hydra's basic launcher. The work is in ``labnet.fused.launch``.
+"""
+
+# (no `from __future__ import annotations`: Hydra executes this module unregistered, and a dataclass with
+# string annotations then cannot find its module)
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.utils import JobReturn
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig
+
+
+@dataclass
+class LabnetFusedLauncherConf:
+    _target_: str = "hydra_plugins.labnet_fused_launcher.fused_launcher.LabnetFusedLauncher"
+
+
+ConfigStore.instance().store(
+    group="hydra/launcher", name="labnet_fused", node=LabnetFusedLauncherConf, provider="labnet"
+)
+
+
+class LabnetFusedLauncher(Launcher):
+    def __init__(self) -> None:
+        self.config: DictConfig | None = None
+        self.task_function: TaskFunction | None = None
+        self.hydra_context: HydraContext | None = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config, self.task_function, self.hydra_context = config, task_function, hydra_context
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from labnet.fused.launch import launch
+
+        return launch(self, job_overrides, initial_job_idx)

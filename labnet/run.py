@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from labnet import __version__
 from labnet.build import build_model
+from labnet.callable_module import make_callable
 from labnet.config import build_component, check_whole, flatten_config
 from labnet.config_checks import check_top_level
 from labnet.errors import ConfigError
@@ -301,3 +302,6 @@ class _HookRelay:
                 points = [[int(steps[i]), float(losses[i]), int(t * 1000)] for i, t in zip(keep, times, strict=True)]
             run.journal.append("epoch", time=now, epoch=epoch, step=run.step, metrics=dict(metrics), steps=points)
         return result
+
+
+make_callable(__name__)  # labnet.run(...) is labnet.api.run: the Python API

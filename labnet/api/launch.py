@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import sys
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -198,7 +199,10 @@ def kept_process_state() -> Iterator[None]:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # (as the command line: errors reach us, we decide what to show)
     GlobalHydra.instance().clear()
     try:
-        yield
+        with warnings.catch_warnings():
+            # a library importing tqdm.auto in a kernel without ipywidgets (MLflow, for the sweep's parent run)
+            warnings.filterwarnings("ignore", message="IProgress not found")
+            yield
     finally:
         GlobalHydra.instance().clear()
         for key in set(os.environ) - set(environ):

@@ -112,3 +112,13 @@ def register(*components: Any, kind: str | None = None) -> list[str]:
 def registered() -> dict[str, list[str]]:
     """The session's classes by kind (names)."""
     return {kind: sorted(classes) for kind, classes in _components.classes.items() if classes}
+
+
+def clear() -> None:
+    """Forget every component and plugin registered in this session."""
+    from labnet import plugins
+
+    for name in list(plugins._SESSION_PLUGINS):
+        remove_session_plugin(name)
+    for classes in _components.classes.values():
+        classes.clear()

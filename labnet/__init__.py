@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+from labnet.errors import ConfigError
 from labnet.hookspecs import hookimpl
 
 __version__ = "0.1.0"
 
-__all__ = ["hookimpl", "Sequential", "Trainer", "get_registry", "get_plugin_manager", "gradcheck", "__version__"]
+__all__ = [
+    "hookimpl",
+    "run",
+    "sweep",
+    "register",
+    "ConfigError",
+    "Sequential",
+    "Trainer",
+    "get_registry",
+    "get_plugin_manager",
+    "gradcheck",
+    "__version__",
+]
 
 
 def __getattr__(name: str):
@@ -23,6 +36,14 @@ def __getattr__(name: str):
         from labnet import plugins
 
         return getattr(plugins, name)
+    if name in ("run", "sweep"):  # the modules, callable as labnet.api.run / labnet.api.sweep
+        import importlib
+
+        return importlib.import_module(f"labnet.{name}")
+    if name == "register":
+        from labnet.api import register
+
+        return register
     if name == "gradcheck":
         from labnet.nn.gradcheck import gradcheck
 

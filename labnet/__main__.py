@@ -99,21 +99,27 @@ def _on_sigterm(signum, frame) -> None:
 def _run_hydra() -> None:
     import hydra
 
-    from labnet.record.files import register_resolvers
-
-    register_resolvers()
     if any(a in ("-m", "--multirun") for a in sys.argv[1:]):
         signal.signal(signal.SIGTERM, _on_sigterm)  # (a single run's trainer handles SIGTERM itself)
 
     from labnet.app import task
+
+    conf = prepare_hydra(sys.argv[1:])
+    hydra.main(version_base=None, config_path=str(conf), config_name="config")(task)()
+
+
+def prepare_hydra(argv: list[str]) -> Path:
+    """What Hydra needs before it composes labnet's config, for the CLI and ``labnet.run`` alike: the run
+    folder resolver, and config nodes for the components of the plugins ``argv`` does not block. Returns conf/."""
     from labnet.config import config_dirs, plugin_config_dirs, register_component_configs
     from labnet.plugins import Registry, get_plugin_manager
+    from labnet.record.files import register_resolvers
 
+    register_resolvers()
     conf, _ = config_dirs()
-    block = _blocked_plugins(sys.argv[1:])
-    manager = get_plugin_manager(block=block)
+    manager = get_plugin_manager(block=_blocked_plugins(argv))
     register_component_configs(Registry(manager), [conf, *plugin_config_dirs(manager)])
-    hydra.main(version_base=None, config_path=str(conf), config_name="config")(task)()
+    return conf
 
 
 def _blocked_plugins(argv: list[str]) -> list[str]:

@@ -180,6 +180,19 @@ def code_versions(manager: LabnetPluginManager) -> dict[str, str]:
     return dict(sorted(versions.items()))
 
 
+#: plugins of this process only, by name (``labnet.register``: components defined in a notebook cell)
+_SESSION_PLUGINS: dict[str, tuple[object, Provider]] = {}
+
+
+def add_session_plugin(plugin, name: str, provider: Provider) -> None:
+    """Register ``plugin`` on every manager this process creates from now on (one of the same name is replaced)."""
+    _SESSION_PLUGINS[name] = (plugin, provider)
+
+
+def remove_session_plugin(name: str) -> None:
+    _SESSION_PLUGINS.pop(name, None)
+
+
 def _builtin_provider(module: str) -> Provider:
     return Provider(plugin=module, dist="labnet", version=__version__)
 
@@ -221,6 +234,9 @@ def get_plugin_manager(
                 if not tolerant:
                     raise
                 manager.broken.append(BrokenPlugin(ep.name, provider, str(err), "", stage="hooks"))
+        for name, (plugin, provider) in _SESSION_PLUGINS.items():
+            if name not in blocked:
+                manager.register(plugin, name, provider)
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as err:

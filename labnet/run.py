@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from labnet import __version__
 from labnet.build import build_model
+from labnet.callable_module import make_callable
 from labnet.config import build_component, check_whole, flatten_config
 from labnet.config_checks import check_top_level
 from labnet.errors import ConfigError
@@ -331,3 +332,6 @@ class _HookRelay:
         result = self.manager.call("labnet_epoch_end", **kwargs)
         journal_epoch(kwargs["run"], kwargs["epoch"], kwargs["metrics"], self.log_every)
         return result
+
+
+make_callable(__name__)  # labnet.run(...) is labnet.api.run: the Python API

@@ -1,2 +1,8 @@
 """Sweeps: the Hydra callback (``callback``), what makes jobs the same (``identity``), and what each
-job of a multirun does before it trains: skip, resume, stop after a failure (``jobs``)."""
+job of a multirun does before it trains: skip, resume, stop after a failure (``jobs``).
+
+The package is also callable: ``labnet.sweep(...)`` is ``labnet.api.sweep``, the Python API."""
+
+from labnet.callable_module import make_callable
+
+make_callable(__name__)

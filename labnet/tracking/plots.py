@@ -30,9 +30,15 @@ def _save(fig, path: Path, tight: bool = True) -> Path:
 
 def plot_curves(history: list[dict[str, float]], path: Path) -> Path:
     """Loss and accuracy per epoch, train, validation and (``trainer.eval_test``) test, side by side."""
-    plt = pyplot()
+    fig = pyplot().figure(figsize=(10, 4))
+    draw_curves(fig, history)
+    return _save(fig, path, tight=False)
+
+
+def draw_curves(fig, history: list[dict[str, float]]) -> None:
+    """:func:`plot_curves` on a given figure (``labnet.run(...).plot()`` draws on one of its own)."""
     epochs = np.arange(1, len(history) + 1)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), gridspec_kw=dict(left=0.07, right=0.98, bottom=0.12, top=0.97))
+    axes = fig.subplots(1, 2, gridspec_kw=dict(left=0.07, right=0.98, bottom=0.12, top=0.97))
     for ax, what in zip(axes, ("loss", "accuracy"), strict=True):
         for split in ("train", "val", "test"):
             values = [h.get(f"{split}_{what}") for h in history]
@@ -42,7 +48,6 @@ def plot_curves(history: list[dict[str, float]], path: Path) -> Path:
         ax.set_ylabel(what)
         ax.grid(alpha=0.3)
         ax.legend()
-    return _save(fig, path, tight=False)
 
 
 def plot_confusion(matrix: np.ndarray, path: Path, title: str) -> Path:

@@ -36,6 +36,7 @@ from labnet.train import checkpoint as ckpt
 from labnet.train.background import BackgroundEvaluation, _PendingEpoch
 from labnet.train.metrics import evaluate, labels_of, predicted_labels
 from labnet.train.objective import record_objective
+from labnet.train.progress import progress_bar, progress_shown
 
 
 class Interrupted(Exception):
@@ -347,13 +348,11 @@ class Trainer(BackgroundEvaluation):
         record_objective(run, epoch, metrics[run.objective_metric], cfg.patience)
         if cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0:
             self.save_checkpoint(run, epoch, training=training)
-        if cfg.progress and sys.stderr.isatty():
+        if progress_shown(cfg.progress):
             shown = "  ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k != "epoch_seconds" and "/" not in k)
             print(f"epoch {epoch}/{cfg.epochs}  {shown}", file=sys.stderr)
 
     def _progress(self, epoch: int, total: int, start: int):
-        if not (self.config.progress and sys.stderr.isatty()):
+        if not progress_shown(self.config.progress):
             return None
-        from tqdm import tqdm
-
-        return tqdm(total=total, initial=start, desc=f"epoch {epoch}", leave=False, mininterval=0.5, file=sys.stderr)
+        return progress_bar(total, start, f"epoch {epoch}")

@@ -50,6 +50,22 @@ def choose_axes(rows: list[dict[str, Any]], params: list[str]) -> tuple[str, str
 
 def plot_objective(rows: list[dict[str, Any]], params: list[str], path: Path, title: str | None = None) -> Path:
     """Draw the rows' objective against the learning rate into ``path`` (PNG); ValueError if nothing to draw."""
+    from labnet.tracking.plots import pyplot
+
+    plt = pyplot()
+    fig = plt.figure(figsize=(6.5, 4.2))
+    try:
+        draw_objective(fig, rows, params, title)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=100, format="png")
+    finally:
+        plt.close(fig)
+    return path
+
+
+def draw_objective(fig, rows: list[dict[str, Any]], params: list[str], title: str | None = None) -> None:
+    """:func:`plot_objective` on a given figure (``labnet.sweep(...).plot()`` draws on one of its own)."""
     x_key, line_key = choose_axes(rows, params)
     objective = next((r["objective_metric"] for r in rows if r.get("objective_metric")), "objective")
     lines: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
@@ -64,12 +80,9 @@ def plot_objective(rows: list[dict[str, Any]], params: list[str], path: Path, ti
     if not lines:
         raise ValueError(f"no run has both a {x_key} and a finite {objective}")
 
-    from labnet.tracking.plots import pyplot
-
-    plt = pyplot()
     xs = [x for points in lines.values() for x in points]
     log_x = min(xs) > 0 and (x_key == X_PARAM or max(xs) / min(xs) >= 100)
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    ax = fig.subplots()
     for label in sorted(lines, key=_label_order):
         points = sorted(lines[label].items())
         (line,) = ax.plot([x for x, _ in points], [sum(v) / len(v) for _, v in points], marker="o", label=label)
@@ -88,13 +101,6 @@ def plot_objective(rows: list[dict[str, Any]], params: list[str], path: Path, ti
     if line_key:
         ax.legend(title=line_key, fontsize=8, title_fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fig.savefig(path, dpi=100, format="png")
-    finally:
-        plt.close(fig)
-    return path
 
 
 def _label_order(label: str) -> tuple:

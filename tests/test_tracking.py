@@ -67,7 +67,8 @@ def test_single_run_logs_params_metrics_artifacts_and_model(tmp_path, store):
         1000 * (result.end_time - result.start_time), abs=1000
     ), "MLflow's duration is the run's own"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"config.yaml", "overrides.yaml", "weights.npz", "curves.png", "confusion_matrix.png", "model"} <= artifacts
+    assert {"config.yaml", "overrides.yaml", "weights.npz", "curves.png", "confusion_matrix.png"} <= artifacts
+    assert run.outputs.model_outputs, "the model is a logged model of the run (MLflow 3), not a run artifact"
     mlflow.set_tracking_uri(store)
     model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
     x = np.random.default_rng(0).standard_normal((7, 2)).astype(np.float32)

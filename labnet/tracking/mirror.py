@@ -17,16 +17,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import logging
 import os
-import shutil
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from labnet import __version__
 from labnet.errors import TrackingError
 from labnet.record.files import atomic_write_text
 from labnet.record.journal import JOURNAL_FILE, end_abandoned, owner_alive, read_records, read_state
@@ -37,7 +34,6 @@ MAX_PARAMS_PER_BATCH = 100
 MAX_METRICS_PER_BATCH = 1000
 MAX_TAG_LENGTH = 5000
 MAX_PARAM_LENGTH = 6000
-PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 SYNC_LOCK_FILE = ".sync.lock"
 
 
@@ -175,6 +171,8 @@ class Mirror:
                 for picture in draw_pictures(folder, records[: index + 1], record):
                     client.log_artifact(run_id, str(picture))
             elif kind == "end":
+                # (the model record may have been mirrored by an earlier sync that stopped before the end)
+                model = model or next((r for r in reversed(records[:index]) if r.get("type") == "model"), None)
                 if model is not None and record["status"] == "FINISHED":  # a FAILED run's weights are no model
                     self._log_model(client, run_id, folder, model)
                 self._end(client, run_id, record)
@@ -248,12 +246,12 @@ class Mirror:
         client.set_terminated(run_id, status=end["status"], end_time=ms(end["time"]))
 
     def _log_model(self, client, run_id: str, folder: Path, record: dict[str, Any]) -> None:
+        from labnet.record.journal import last_epoch
+        from labnet.tracking.logged_model import log_model
+
         weights, spec = folder / record["weights"], folder / record["spec"]
-        if not (weights.is_file() and spec.is_file()):
-            return
-        model_dir = folder / "mlflow_model"
-        save_model(model_dir, weights, spec)
-        client.log_artifacts(run_id, str(model_dir), "model")
+        if weights.is_file() and spec.is_file():
+            log_model(client, run_id, folder, weights, spec, step=last_epoch(folder))
 
 
 def store_name(uri: str) -> str:
@@ -292,21 +290,6 @@ def draw_pictures(folder: Path, records: list[dict[str, Any]], record: dict[str,
         title = f"confusion matrix ({confusion['split']})"
         drawn.append(plots.plot_confusion(np.asarray(confusion["matrix"]), folder / "confusion_matrix.png", title))
     return drawn
-
-
-def save_model(model_dir: Path, weights: Path, spec: Path) -> None:
-    """The run's MLflow pyfunc model, written as code (loading it unpickles nothing)."""
-    import mlflow.pyfunc
-
-    if model_dir.exists():
-        shutil.rmtree(model_dir)
-    logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)
-    mlflow.pyfunc.save_model(
-        str(model_dir),
-        python_model=str(PYFUNC_CODE),
-        artifacts={"weights": str(weights), "spec": str(spec)},
-        pip_requirements=[f"labnet=={__version__}"],
-    )
 
 
 def record_sync_error(folder: Path, err: BaseException) -> None:

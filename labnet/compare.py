@@ -35,6 +35,7 @@ from typing import Any
 
 from labnet.config import RUN_INVARIANT_PREFIXES
 from labnet.errors import LabnetError
+from labnet.train.objective import minimizes
 
 FORMATS = ("table", "csv", "json", "markdown")
 #: final values of these metrics are shown for every run (test_accuracy only when some run has it)
@@ -548,7 +549,7 @@ def objective_of(record: dict[str, Any]) -> str:
 
 
 def lower_is_better(objective: str) -> bool:
-    return "loss" in objective
+    return minimizes(objective)
 
 
 def _finite(value: Any) -> float | None:

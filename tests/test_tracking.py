@@ -56,7 +56,7 @@ def test_single_run_logs_params_metrics_artifacts_and_model(tmp_path, store):
     history = client.get_metric_history(run.info.run_id, "val_accuracy")
     assert [m.step for m in history] == [1, 2, 3, 4]
     # 240 training points / batch 30 = 8 steps per epoch, 32 steps, logged every 5th: 6 points
-    steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "train_loss_step"))
+    steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "train_loss_per_step"))
     assert steps == [5, 10, 15, 20, 25, 30]
     from labnet.record.result import RunResult
 

@@ -19,7 +19,7 @@ from typing import Any
 from labnet import __version__
 
 MODEL_NAME = "model"
-INPUT_FILE = "input.json"
+INPUT_FILE = "model_input.json"  # (in the run folder: what the model takes, for its pyfunc)
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 NOTE_TAG = "mlflow.note.content"
 PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
@@ -115,9 +115,7 @@ def log_model(client, run_id: str, folder: Path, weights: Path, spec_path: Path,
     start = read_state(folder).start
     params = start.get("params", {})
     contract = input_contract(params, spec, int(network.output_shape[-1]))
-    model_dir = folder / "mlflow_model"
-    model_dir.mkdir(exist_ok=True)
-    (model_dir / INPUT_FILE).write_text(json.dumps(contract))
+    (folder / INPUT_FILE).write_text(json.dumps(contract))
     dataset = str(params.get("dataset.name", "?"))
     if existing is None:  # created here, in the run's experiment (MLflow's own would use the active one)
         existing = client.create_logged_model(
@@ -136,7 +134,7 @@ def log_model(client, run_id: str, folder: Path, weights: Path, spec_path: Path,
             model_id=existing.model_id,
             step=step,
             python_model=str(PYFUNC_CODE),
-            artifacts={"weights": str(weights), "spec": str(spec_path), "input": str(model_dir / INPUT_FILE)},
+            artifacts={"weights": str(weights), "spec": str(spec_path), "input": str(folder / INPUT_FILE)},
             signature=signature(contract),
             input_example=input_example(contract),
             pip_requirements=[f"labnet=={__version__}"],

@@ -28,6 +28,7 @@ from labnet.errors import TrackingError
 from labnet.record.files import atomic_write_text
 from labnet.record.journal import JOURNAL_FILE, end_abandoned, owner_alive, read_records, read_state
 from labnet.record.result import SYNC_STATE_FILE
+from labnet.tracking.metric_names import STEP_LOSS, mlflow_metric_name
 from labnet.tracking.store import absolute_store_uri, sqlite_path, store_lock
 
 MAX_PARAMS_PER_BATCH = 100
@@ -49,13 +50,16 @@ def git_commit(cwd: str | None) -> str | None:
     return (out.stdout.strip() or None) if out.returncode == 0 else None
 
 
-def find_or_create_experiment(client, name: str) -> str:
-    """The experiment called ``name``, created if it does not exist (by a parallel process, maybe)."""
+def find_or_create_experiment(client, name: str, dataset: str | None = None) -> str:
+    """The experiment called ``name``, created if it does not exist (by a parallel process, maybe), with a
+    description of ``dataset`` and of labnet."""
+    from labnet.tracking.experiment_note import NOTE_TAG, experiment_note
+
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
     try:
-        return client.create_experiment(name)
+        return client.create_experiment(name, tags={NOTE_TAG: experiment_note(dataset)})
     except Exception:  # created meanwhile by another process
         found = client.get_experiment_by_name(name)
         if found is None:
@@ -89,11 +93,11 @@ def metric_points(record: dict[str, Any]):
 
     stamp, step = ms(record["time"]), int(record["epoch"])
     points = [
-        Metric(key, float(value), stamp, step)
+        Metric(mlflow_metric_name(key), float(value), stamp, step)
         for key, value in record["metrics"].items()
         if isinstance(value, (int, float)) and not isinstance(value, bool)
     ]
-    points += [Metric("train_loss_step", float(loss), int(when), int(s)) for s, loss, when in record.get("steps", [])]
+    points += [Metric(STEP_LOSS, float(loss), int(when), int(s)) for s, loss, when in record.get("steps", [])]
     return points
 
 
@@ -193,8 +197,9 @@ class Mirror:
         from mlflow.entities import Param
 
         start = records[0]
+        dataset = start["params"].get("dataset.name")
         experiment_id = tracking.get("experiment_id") or find_or_create_experiment(
-            client, tracking.get("experiment") or start["params"].get("dataset.name", "Default")
+            client, tracking.get("experiment") or dataset or "Default", dataset
         )
         found = client.search_runs(
             [experiment_id], filter_string=f"tags.`labnet.run_key` = '{start['run_key']}'", max_results=1

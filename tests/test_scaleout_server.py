@@ -24,6 +24,8 @@ import pytest
 mlflow = pytest.importorskip("mlflow")
 from mlflow.tracking import MlflowClient  # noqa: E402
 
+from labnet.tracking.metric_names import mlflow_metric_name  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "tracking_server.sh"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -110,12 +112,12 @@ def _check_run(client: MlflowClient, run, history: list[dict], server: dict) -> 
     assert run.info.status == "FINISHED"
     assert set(EPOCH_KEYS) <= set(history[0])
     for key in history[0]:  # every metric of every epoch (the history has one entry per epoch, from 1)
-        points = sorted((p.step, p.value) for p in client.get_metric_history(run_id, key))
+        points = sorted((p.step, p.value) for p in client.get_metric_history(run_id, mlflow_metric_name(key)))
         _same(points, [(epoch, h[key]) for epoch, h in enumerate(history, 1)], key)
     files = _all_artifacts(client, run_id)
     top = {f.split("/")[0] for f in files}
-    assert {"config.yaml", "overrides.yaml", "weights.npz", "curves.png", "confusion_matrix.png", "model"} <= top
-    assert "model/MLmodel" in files
+    assert {"config.yaml", "overrides.yaml", "weights.npz", "curves.png", "confusion_matrix.png"} <= top
+    assert run.outputs.model_outputs, "the model is a logged model of the run"
     on_disk = server["artifacts"] / run.info.experiment_id / run_id / "artifacts"
     assert {str(p.relative_to(on_disk)) for p in on_disk.rglob("*") if p.is_file()} == files, "proxied to the store"
 
@@ -157,7 +159,7 @@ def test_single_run_and_a_joblib_sweep_land_in_the_team_server(tmp_path, server)
     for child in children:
         _check_run(client, child, results[child.info.run_id].history, server)
         # 240 training points / batch 30 = 8 steps an epoch, 24 steps, every 4th logged
-        steps = sorted(m.step for m in client.get_metric_history(child.info.run_id, "train_loss_step"))
+        steps = sorted(m.step for m in client.get_metric_history(child.info.run_id, "train_loss_per_step"))
         assert steps == [4, 8, 12, 16, 20, 24]
     assert {"summary.csv", "objective_vs_lr.png"} <= _all_artifacts(client, parent.info.run_id)
 

@@ -146,13 +146,13 @@ class SweepReport:
         """One row per job, as ``labnet compare --format csv`` prints them."""
         import pandas as pd
 
-        from labnet.compare import columns
+        from labnet.cli.compare.formats import columns
 
         return pd.DataFrame(self.rows, columns=columns(self.rows, self.params, "csv"))
 
     def plot(self, title: str | None = None):
         """The objective against the learning rate, one line per optimizer (``labnet compare --plot``)."""
-        from labnet.compare_plot import draw_objective
+        from labnet.cli.compare.plot import draw_objective
 
         fig = new_figure(figsize=(6.5, 4.2))
         draw_objective(fig, self.rows, self.params, title=title or f"sweep {self.folder}")
@@ -167,7 +167,7 @@ class SweepReport:
 
 def compare_rows(sweep_dir: Path, records: list[RunResult]) -> tuple[list[str], list[dict[str, Any]]]:
     """The varying params and the ``labnet compare`` rows (best first) of a sweep's jobs, from their folders."""
-    from labnet.compare import build_rows, sort_rows, varying_params
+    from labnet.cli.compare.records import build_rows, sort_rows, varying_params
     from labnet.record.journal import read_state
 
     runs = []

@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 
 from labnet.config import check_flag
 from labnet.record.result import RunResult, read_results
+from labnet.sweep.best import closing_lines
 from labnet.sweep.identity import SWEEP_DIR_ENV, SWEEP_ID_ENV
 
 RERUN_CHOICES = ("missing", "all")
@@ -108,6 +109,6 @@ class SweepCallback(Callback):
         try:
             self.manager.call("labnet_sweep_end", sweep=self.sweep, results=results)
         finally:
-            print(f"labnet: sweep {self.sweep.id}: {sweep_report(results)}")
+            print(*closing_lines(self.sweep.id, sweep_report(results), results, self.sweep.info), sep="\n")
             os.environ.pop(SWEEP_ID_ENV, None)
             os.environ.pop(SWEEP_DIR_ENV, None)

@@ -17,27 +17,24 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import logging
 import os
-import shutil
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from labnet import __version__
 from labnet.errors import TrackingError
 from labnet.record.files import atomic_write_text
 from labnet.record.journal import JOURNAL_FILE, end_abandoned, owner_alive, read_records, read_state
 from labnet.record.result import SYNC_STATE_FILE
+from labnet.tracking.metric_names import STEP_LOSS, mlflow_metric_name
 from labnet.tracking.params import param_entries
 from labnet.tracking.store import absolute_store_uri, sqlite_path, store_lock
 
 MAX_PARAMS_PER_BATCH = 100
 MAX_METRICS_PER_BATCH = 1000
 MAX_TAG_LENGTH = 5000
-PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 SYNC_LOCK_FILE = ".sync.lock"
 
 
@@ -53,13 +50,16 @@ def git_commit(cwd: str | None) -> str | None:
     return (out.stdout.strip() or None) if out.returncode == 0 else None
 
 
-def find_or_create_experiment(client, name: str) -> str:
-    """The experiment called ``name``, created if it does not exist (by a parallel process, maybe)."""
+def find_or_create_experiment(client, name: str, dataset: str | None = None) -> str:
+    """The experiment called ``name``, created if it does not exist (by a parallel process, maybe), with a
+    description of ``dataset`` and of labnet."""
+    from labnet.tracking.experiment_note import NOTE_TAG, experiment_note
+
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
     try:
-        return client.create_experiment(name)
+        return client.create_experiment(name, tags={NOTE_TAG: experiment_note(dataset)})
     except Exception:  # created meanwhile by another process
         found = client.get_experiment_by_name(name)
         if found is None:
@@ -81,11 +81,11 @@ def metric_points(record: dict[str, Any]):
 
     stamp, step = ms(record["time"]), int(record["epoch"])
     points = [
-        Metric(key, float(value), stamp, step)
+        Metric(mlflow_metric_name(key), float(value), stamp, step)
         for key, value in record["metrics"].items()
         if isinstance(value, (int, float)) and not isinstance(value, bool)
     ]
-    points += [Metric("train_loss_step", float(loss), int(when), int(s)) for s, loss, when in record.get("steps", [])]
+    points += [Metric(STEP_LOSS, float(loss), int(when), int(s)) for s, loss, when in record.get("steps", [])]
     return points
 
 
@@ -163,6 +163,8 @@ class Mirror:
                 for picture in draw_pictures(folder, records[: index + 1], record):
                     client.log_artifact(run_id, str(picture))
             elif kind == "end":
+                # (the model record may have been mirrored by an earlier sync that stopped before the end)
+                model = model or next((r for r in reversed(records[:index]) if r.get("type") == "model"), None)
                 if model is not None and record["status"] == "FINISHED":  # a FAILED run's weights are no model
                     self._log_model(client, run_id, folder, model)
                 self._end(client, run_id, record)
@@ -183,8 +185,9 @@ class Mirror:
         from mlflow.entities import Param
 
         start = records[0]
+        dataset = start["params"].get("dataset.name")
         experiment_id = tracking.get("experiment_id") or find_or_create_experiment(
-            client, tracking.get("experiment") or start["params"].get("dataset.name", "Default")
+            client, tracking.get("experiment") or dataset or "Default", dataset
         )
         found = client.search_runs(
             [experiment_id], filter_string=f"tags.`labnet.run_key` = '{start['run_key']}'", max_results=1
@@ -236,12 +239,12 @@ class Mirror:
         client.set_terminated(run_id, status=end["status"], end_time=ms(end["time"]))
 
     def _log_model(self, client, run_id: str, folder: Path, record: dict[str, Any]) -> None:
+        from labnet.record.journal import last_epoch
+        from labnet.tracking.logged_model import log_model
+
         weights, spec = folder / record["weights"], folder / record["spec"]
-        if not (weights.is_file() and spec.is_file()):
-            return
-        model_dir = folder / "mlflow_model"
-        save_model(model_dir, weights, spec)
-        client.log_artifacts(run_id, str(model_dir), "model")
+        if weights.is_file() and spec.is_file():
+            log_model(client, run_id, folder, weights, spec, step=last_epoch(folder))
 
 
 def store_name(uri: str) -> str:
@@ -280,21 +283,6 @@ def draw_pictures(folder: Path, records: list[dict[str, Any]], record: dict[str,
         title = f"confusion matrix ({confusion['split']})"
         drawn.append(plots.plot_confusion(np.asarray(confusion["matrix"]), folder / "confusion_matrix.png", title))
     return drawn
-
-
-def save_model(model_dir: Path, weights: Path, spec: Path) -> None:
-    """The run's MLflow pyfunc model, written as code (loading it unpickles nothing)."""
-    import mlflow.pyfunc
-
-    if model_dir.exists():
-        shutil.rmtree(model_dir)
-    logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)
-    mlflow.pyfunc.save_model(
-        str(model_dir),
-        python_model=str(PYFUNC_CODE),
-        artifacts={"weights": str(weights), "spec": str(spec)},
-        pip_requirements=[f"labnet=={__version__}"],
-    )
 
 
 def record_sync_error(folder: Path, err: BaseException) -> None:

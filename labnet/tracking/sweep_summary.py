@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import atexit
-import csv
 import hashlib
 import json
+import logging
 import os
 import sys
 import time
@@ -17,11 +17,14 @@ from omegaconf import OmegaConf
 from labnet import __version__
 from labnet.record.journal import owner_alive
 from labnet.record.result import RunResult
+from labnet.sweep.best import best_result
 from labnet.sweep.jobs import PRIOR_RUNS_FILE
-from labnet.tracking.mirror import Mirror, find_or_create_experiment
-from labnet.tracking.params import param_value
+from labnet.tracking.mirror import MAX_PARAMS_PER_BATCH, Mirror, find_or_create_experiment
+from labnet.tracking.params import param_entries, param_value
 from labnet.tracking.prior_runs import prior_runs
 from labnet.tracking.store import EXPERIMENT_ENV, PARENT_RUN_ENV, absolute_store_uri, experiment_name
+from labnet.tracking.sweep_description import NOTE_TAG, describe, look_further, shared_params
+from labnet.tracking.sweep_table import job_records, replicate_groups, summary_columns, summary_rows, write_csv
 from labnet.tracking.syncer import pending
 
 
@@ -29,6 +32,7 @@ def start_parent_run(sweep) -> None:
     """Create the store, the experiment and the parent run here, so parallel jobs only attach to them."""
     import mlflow
 
+    quiet_mlflow_logs()
     uri = sweep.cfg.tracking.get("uri") or os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         mlflow.set_tracking_uri(uri)
@@ -36,8 +40,8 @@ def start_parent_run(sweep) -> None:
     mirror = Mirror()
     client = mirror.client(uri)
     catch_up(mirror)  # runs of earlier commands whose process died: KILLED with their checkpoints, resumable
-    experiment_id = find_or_create_experiment(client, experiment_name(sweep.cfg))
-    overrides = sorted(OmegaConf.select(sweep.cfg, "hydra.overrides.task", default=[]) or [])
+    experiment_id = find_or_create_experiment(client, experiment_name(sweep.cfg), sweep.cfg.dataset.get("name"))
+    overrides = sweep_overrides(sweep.cfg)
     sweep_key = hashlib.sha256(json.dumps([experiment_id, overrides]).encode()).hexdigest()[:16]
     rerun_all = OmegaConf.select(sweep.cfg, "sweep.rerun", default="missing") == "all"
     previous = (
@@ -73,6 +77,13 @@ def start_parent_run(sweep) -> None:
     os.environ[PARENT_RUN_ENV] = parent.info.run_id
     os.environ[EXPERIMENT_ENV] = experiment_id
     (sweep.dir / "mlflow.json").write_text(json.dumps({"uri": uri, "parent_run_id": parent.info.run_id}))
+
+
+def quiet_mlflow_logs() -> None:
+    """MLflow's INFO lines in the launching process ("Creating initial MLflow database tables...") say
+    nothing a user acts on, and come between labnet's own lines; its warnings and errors still show."""
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def catch_up(mirror: Mirror) -> None:
@@ -113,62 +124,6 @@ def _end_interrupted_parent(uri: str, run_id: str) -> None:
         pass
 
 
-def summary_rows(results: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
-    """One row per job with the params that vary between jobs, and the names of those params."""
-    params = [r.get("params", {}) for r in results]
-    keys = sorted({k for p in params for k in p})
-    varying = [k for k in keys if len({json.dumps(p.get(k), default=str) for p in params}) > 1]
-    for key in ("optimizer.name", "optimizer.lr"):
-        if key not in varying and any(key in p for p in params):
-            varying.append(key)
-    rows = []
-    for r, p in zip(results, params, strict=True):
-        row = {
-            "job": r.get("job"),
-            **{k: p.get(k) for k in varying},
-            "status": r.get("status"),
-            "objective": r.get("objective"),
-            "test_accuracy": (r.get("metrics") or {}).get("test_accuracy"),
-            "run_id": r.get("run_id"),
-        }
-        rows.append(row)
-    return rows, varying
-
-
-REPLICATE_KEYS = ("seed", "sweep.replicate")
-
-
-def replicate_groups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean ± std of the objective per configuration when jobs are replicates (differ only by seed)."""
-    if not any(r.get("sweep.replicate") for r in rows):
-        return []
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        key_fields = {
-            k: v
-            for k, v in row.items()
-            if k not in (*REPLICATE_KEYS, "job", "status", "objective", "test_accuracy", "run_id")
-        }
-        groups.setdefault(json.dumps(key_fields, sort_keys=True, default=str), []).append(row)
-    out = []
-    for key, members in groups.items():
-        values = [
-            m["objective"]
-            for m in members
-            if isinstance(m.get("objective"), (int, float)) and m["objective"] == m["objective"]
-        ]
-        mean = sum(values) / len(values) if values else float("nan")
-        std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
-        out.append(
-            {
-                **json.loads(key),
-                "replicates": len(members),
-                "finished": len(values),
-                "objective": mean,
-                "objective_std": std,
-            }
-        )
-    return sorted(out, key=lambda r: -r["objective"] if r["objective"] == r["objective"] else float("inf"))
 
 
 def results_from_mlflow(client, sweep, known: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -207,11 +162,13 @@ def results_from_mlflow(client, sweep, known: list[dict[str, Any]]) -> list[dict
 
 
 def finish_parent_run(sweep, results: list[dict[str, Any]]) -> None:
-    """Log the summary table and the objective-vs-lr plot on the parent run and end it.
+    """Give the parent run what a user opening it looks for, and end it: the params every job shared, a
+    description naming the best job and the commands to look further, job counts as tags, the summary
+    tables (best first) and the objective-vs-lr plot.
 
     Jobs missing from ``results`` (their result.json is on another machine) are added to it, in place,
     from their MLflow runs, so the sweep's report counts them too."""
-    from labnet.tracking.plots import plot_objective_vs_lr
+    from mlflow.entities import Metric, RunTag
 
     mirror = Mirror()
     client = mirror.client(sweep.info["mlflow_uri"])
@@ -220,44 +177,85 @@ def finish_parent_run(sweep, results: list[dict[str, Any]]) -> None:
     sync_jobs(mirror, results)
     results.extend(results_from_mlflow(client, sweep, results))
     results.sort(key=lambda r: r.job)
-    rows, _ = summary_rows(results)
-    grouped = replicate_groups(rows)
-    objective = next((r.get("objective_metric") for r in results if r.get("objective_metric")), "objective")
-    table = sweep.dir / "summary.csv"
-    if rows:
-        with table.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-        client.log_artifact(parent, str(table))
-        plot = plot_objective_vs_lr(grouped or rows, objective, sweep.dir / "objective_vs_lr.png")
-        if plot is not None:
-            client.log_artifact(parent, str(plot))
-    if grouped:
-        table = sweep.dir / "summary_by_config.csv"
-        with table.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(grouped[0]))
-            writer.writeheader()
-            writer.writerows(grouped)
-        client.log_artifact(parent, str(table))
-    failed = sum(1 for r in results if r.get("status") == "FAILED")
-    finished = sum(1 for r in results if r.get("status") == "FINISHED")
-    finite = [
-        r["objective"]
-        for r in results
-        if isinstance(r.get("objective"), (int, float)) and r["objective"] == r["objective"]
-    ]
-    from mlflow.entities import Metric, RunTag
-
-    now = int(time.time() * 1000)
-    metrics = [Metric("jobs", len(results), now, 0), Metric("failed_jobs", failed, now, 0)]
-    if finite:
-        minimize = "loss" in objective
-        metrics.append(Metric(f"best_{objective}", min(finite) if minimize else max(finite), now, 0))
-    client.log_batch(
-        parent, metrics=metrics, tags=[RunTag("labnet.failed_jobs", str(failed)), RunTag("labnet.objective", objective)]
-    )
-    status = "FAILED" if results and finished == 0 else "FINISHED"
+    objective = next((r.get("objective_metric") for r in results if r.get("objective_metric")), "val_accuracy")
+    rows, params = summary_rows(job_records(results, child_names(client, sweep)))
+    _log_tables(client, parent, sweep.dir, rows, params, objective)
+    counts = {
+        "jobs": len(results),
+        "finished": sum(1 for r in results if r.get("status") == "FINISHED"),
+        "failed": sum(1 for r in results if r.get("status") == "FAILED"),
+        "killed": sum(1 for r in results if r.get("status") == "KILLED"),
+        "not run": sum(1 for r in results if r.get("status") == "SKIPPED"),
+    }
+    overrides = sweep_overrides(sweep.cfg)
+    (sweep.dir / "overrides.txt").write_text("\n".join(overrides) + "\n")
+    client.log_artifact(parent, str(sweep.dir / "overrides.txt"))  # (in full: the description may cut them)
+    commands = look_further(sweep.id, sweep.info["mlflow_uri"])
+    sweep.info["look_further"] = commands
+    best = best_result(results)
+    if best is not None:
+        sweep.info["best_name"] = next((r["run_name"] for r in rows if r.get("job") == best.job), None)
+    note = describe(sweep.id, rows, params, objective, counts, commands, overrides)
+    tags = {
+        NOTE_TAG: note,
+        "labnet.objective": objective,
+        "labnet.jobs": str(counts["jobs"]),  # counts as tags: as metrics they drew charts of one point
+        **{
+            f"labnet.{what.replace(' ', '_')}_jobs": str(n)
+            for what, n in counts.items()
+            if what != "jobs" and (n or what in ("finished", "failed"))
+        },
+    }
+    if rows and rows[0].get("objective") is not None:
+        tags.update({"labnet.best_run_id": str(rows[0].get("run_id")), "labnet.best_run": str(rows[0]["run_name"])})
+    metrics = []
+    if rows and rows[0].get("objective") is not None:  # the sweep's result, comparable across sweeps
+        metrics.append(Metric(f"best_{objective}", float(rows[0]["objective"]), int(time.time() * 1000), 0))
+    client.log_batch(parent, metrics=metrics, tags=[RunTag(k, v) for k, v in tags.items()])
+    _log_shared_params(client, parent, shared_params(results))
+    status = "FAILED" if results and counts["finished"] == 0 else "FINISHED"
     client.set_terminated(parent, status=status)
     for env in (PARENT_RUN_ENV, EXPERIMENT_ENV):
         os.environ.pop(env, None)
+
+
+def sweep_overrides(cfg) -> list[str]:
+    return sorted(OmegaConf.select(cfg, "hydra.overrides.task", default=[]) or [])
+
+
+def child_names(client, sweep) -> dict[str, str]:
+    """The MLflow run names of the sweep's jobs, by run id."""
+    runs = client.search_runs(
+        [sweep.info["mlflow_experiment_id"]],
+        filter_string=f"tags.mlflow.parentRunId = '{sweep.info['mlflow_parent_run_id']}'",
+        max_results=50000,
+    )
+    return {run.info.run_id: run.info.run_name for run in runs}
+
+
+def _log_tables(client, parent: str, folder: Path, rows, params, objective: str) -> None:
+    """summary.csv, summary_by_config.csv (replicates) and objective_vs_lr.png on the parent run."""
+    from labnet.tracking.plots import plot_objective_vs_lr
+
+    if not rows:
+        return
+    client.log_artifact(parent, str(write_csv(folder / "summary.csv", rows, summary_columns(rows, params))))
+    grouped = replicate_groups(rows, params, objective)
+    if grouped:
+        table = write_csv(folder / "summary_by_config.csv", grouped, list(grouped[0]))
+        client.log_artifact(parent, str(table))
+    plot = plot_objective_vs_lr(grouped or rows, objective, folder / "objective_vs_lr.png")
+    if plot is not None:
+        client.log_artifact(parent, str(plot))
+
+
+def _log_shared_params(client, parent: str, shared: dict[str, Any]) -> None:
+    """The params every job shared, as the parent's params (those it has from an earlier run of the same
+    command are kept: MLflow params never change)."""
+    from mlflow.entities import Param
+
+    have = client.get_run(parent).data.params
+    entries, _ = param_entries({k: v for k, v in shared.items() if k not in have})
+    batch = [Param(k, v) for k, v in entries]
+    for i in range(0, len(batch), MAX_PARAMS_PER_BATCH):
+        client.log_batch(parent, params=batch[i : i + MAX_PARAMS_PER_BATCH])

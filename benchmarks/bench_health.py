@@ -30,7 +30,7 @@ except ImportError:  # run from a checkout without installing
 from labnet.build import build_model  # noqa: E402
 from labnet.config import build_component  # noqa: E402
 from labnet.plugins import Registry, get_plugin_manager  # noqa: E402
-from labnet.run import _HookRelay  # noqa: E402
+from labnet.runner import _HookRelay  # noqa: E402
 from labnet.train import health  # noqa: E402
 from labnet.train.trainer import Run, Trainer, TrainerConfig  # noqa: E402
 

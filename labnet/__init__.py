@@ -36,10 +36,10 @@ def __getattr__(name: str):
         from labnet import plugins
 
         return getattr(plugins, name)
-    if name in ("run", "sweep"):  # the modules, callable as labnet.api.run / labnet.api.sweep
-        import importlib
+    if name in ("run", "sweep"):  # the Python API (the modules are labnet.runner and labnet.sweeps)
+        from labnet import api
 
-        return importlib.import_module(f"labnet.{name}")
+        return getattr(api, name)
     if name == "register":
         from labnet.api import register
 

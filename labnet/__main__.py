@@ -52,8 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         print(help_text())
         return 0
     try:
-        from labnet.sweep.callback import SweepAborted
-        from labnet.sweep.identity import expand_replicates
+        from labnet.sweeps.callback import SweepAborted
+        from labnet.sweeps.identity import expand_replicates
 
         argv = expand_replicates(argv)
     except LabnetError as err:

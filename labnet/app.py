@@ -10,9 +10,9 @@ from labnet.run_policy import in_multirun
 def task(cfg: DictConfig) -> float:
     """The Hydra task function (``labnet.__main__`` hands it to ``hydra.main``)."""
     if not in_multirun():
-        from labnet.run import run_experiment
+        from labnet.runner import run_experiment
 
         return run_experiment(cfg)
-    from labnet.sweep.jobs import run_job
+    from labnet.sweeps.jobs import run_job
 
     return run_job(cfg)

@@ -163,7 +163,7 @@ def test_an_interrupt_checkpoints_both_epochs_and_resumes_bit_exact(tmp_path):
 
     resumed, resumed_run = make_trainer(tmp_path / "again", True)
     resumed.resume_from(trainer.checkpoint_path)
-    resumed_run.history = list(run.history)  # (labnet.run reads it from the run's journal)
+    resumed_run.history = list(run.history)  # (labnet.runner reads it from the run's journal)
     resumed.fit(resumed_run)
     straight = make_trainer(tmp_path / "straight", False)
     straight[0].fit(straight[1])

@@ -621,7 +621,7 @@ def test_plugin_raising_in_epoch_end_is_named(tmp_path, monkeypatch):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    import labnet.run
+    import labnet.runner
     from labnet.config import config_dirs
     from labnet.errors import PluginError
     from labnet.plugins import Provider, get_plugin_manager
@@ -639,7 +639,7 @@ def test_plugin_raising_in_epoch_end_is_named(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # outside Hydra the run writes to the working directory
 
     with pytest.raises(PluginError) as info:
-        labnet.run.run_experiment(cfg, manager)
+        labnet.runner.run_experiment(cfg, manager)
     message = str(info.value)
     assert "'boom'" in message and "boom-dist 1.0" in message
     assert "labnet_epoch_end" in message

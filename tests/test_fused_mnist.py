@@ -1,4 +1,4 @@
-"""Fused groups of the mnist_two_layer sweep against the separate runs of the same configs (labnet.run)."""
+"""Fused groups of the mnist_two_layer sweep against the separate runs of the same configs (labnet.runner)."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def grid(compose, *overrides):
 
 def separate_weights(cfg, folder: Path, monkeypatch) -> dict[str, np.ndarray]:
     """The separate labnet run of ``cfg``: its weights.npz as the app stored it."""
-    from labnet.run import run_experiment
+    from labnet.runner import run_experiment
 
     folder.mkdir()
     monkeypatch.chdir(folder)

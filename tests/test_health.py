@@ -50,8 +50,8 @@ class Recorder:
 
 
 def train(cfg, tmp_path: Path, monkeypatch) -> Run:
-    from labnet.run import run_experiment
     from labnet.run_policy import plugin_manager_for
+    from labnet.runner import run_experiment
 
     tmp_path.mkdir(parents=True, exist_ok=True)
     monkeypatch.chdir(tmp_path)

@@ -307,7 +307,7 @@ def test_error_deep_in_a_builtin_plugin_blames_the_plugin_whose_hook_raised(tmp_
 
     import labnet.tracking.sweep_summary as sweep_summary
     from labnet.plugins import get_plugin_manager
-    from labnet.sweep.callback import Sweep
+    from labnet.sweeps.callback import Sweep
 
     def broken_store(client, name):
         raise RuntimeError("the store refused")

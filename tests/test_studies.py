@@ -181,7 +181,7 @@ def test_a_plot_that_fails_is_a_warning_not_the_end_of_the_sweep(tmp_path, monke
     from omegaconf import OmegaConf
 
     from labnet import studies, studies_plots
-    from labnet.sweep.callback import Sweep
+    from labnet.sweeps.callback import Sweep
 
     def broken(study, jobs, folder):
         raise ValueError("no axes")

@@ -102,7 +102,7 @@ def launch(overrides: list[str], *, multirun: bool, config_dir: str | os.PathLik
     (:class:`labnet.train.trainer.Interrupted`, after its checkpoint), are raised as they are.
     """
     from labnet.__main__ import prepare_hydra
-    from labnet.sweep.identity import expand_replicates
+    from labnet.sweeps.identity import expand_replicates
 
     argv = ["-m", *overrides] if multirun else list(overrides)
     with kept_process_state():
@@ -170,7 +170,7 @@ def raise_as_cli(err: BaseException, argv: list[str]):
     from hydra.core.global_hydra import GlobalHydra
 
     from labnet.__main__ import explain
-    from labnet.sweep.callback import SweepAborted
+    from labnet.sweeps.callback import SweepAborted
     from labnet.train.trainer import Interrupted
 
     if os.environ.get("LABNET_DEBUG") == "1":

@@ -40,8 +40,8 @@ class FusedGroup:
     """
 
     def __init__(self, members: Sequence[DictConfig], manager=None, output_dirs: Sequence[Path] | None = None) -> None:
-        from labnet.run import _dtype, _rng, default_run_name
         from labnet.run_policy import plugin_manager_for, trainer_config
+        from labnet.runner import _dtype, _rng, default_run_name
 
         self.cfgs = list(members)
         flats = [flatten_config(cfg) for cfg in self.cfgs]

@@ -26,7 +26,7 @@ from labnet.config import flatten_config
 from labnet.errors import LabnetError
 from labnet.fused.grouping import fusible_groups, why_alone
 from labnet.record.journal import JOURNAL_FILE
-from labnet.sweep.identity import config_hash
+from labnet.sweeps.identity import config_hash
 
 
 @dataclass
@@ -77,7 +77,7 @@ def _numbers(nums: list[int]) -> str:
 def compose_job(launcher, num: int, overrides: Sequence[str]) -> Job:
     """The job's config as Hydra's basic launcher composes it, with its output folder set as ``run_job`` sets it
     (labnet's part resolved while Hydra's config is the job's, as the task would see it)."""
-    from labnet.sweep.jobs import _apply_replicate_seed
+    from labnet.sweeps.jobs import _apply_replicate_seed
 
     config = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, list(overrides))
     with open_dict(config):
@@ -151,7 +151,7 @@ def plan_jobs(jobs: Sequence[Job], prior: dict[str, dict]) -> Plan:
 
 def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
     """Hydra's ``Launcher.launch`` for ``labnet_fused``: one JobReturn per job, in the order given."""
-    from labnet.sweep.jobs import prior_runs
+    from labnet.sweeps.jobs import prior_runs
 
     setup_globals()
     configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
@@ -173,7 +173,7 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
 
 
 def _stopped_by_fail_fast(job: Job) -> bool:
-    from labnet.sweep.jobs import failed_earlier
+    from labnet.sweeps.jobs import failed_earlier
 
     return bool((job.cfg.get("sweep") or {}).get("fail_fast")) and failed_earlier() is not None
 
@@ -197,7 +197,7 @@ def run_fused(launcher, jobs: Sequence[Job]) -> list[JobReturn]:
     A group that cannot be built (a config or data mistake) runs its jobs one by one instead, so each gets
     the single run's error handling and report."""
     from labnet.fused.members import Member, train_members
-    from labnet.sweep.jobs import mark_failed
+    from labnet.sweeps.jobs import mark_failed
 
     callbacks = launcher.hydra_context.callbacks
     for job in jobs:

@@ -1,5 +1,5 @@
 """A fused group's members as runs like any other: each its own folder, journal, hooks, checkpoint, weights,
-result and MLflow run, written by labnet.run's own functions (``start_record``, ``journal_epoch``, ``end_run``).
+result and MLflow run, written by labnet.runner's own functions (``start_record``, ``journal_epoch``, ``end_run``).
 
 What differs from a single run is only that the members train together (labnet.fused.group): a member that
 diverges, whose hook fails or that stops early does so alone; Ctrl-C ends every member still training KILLED
@@ -23,9 +23,9 @@ from labnet.errors import TrainingError
 from labnet.fused.group import FusedGroup
 from labnet.record.files import stamp
 from labnet.record.journal import Journal
-from labnet.run import _is_interrupt, end_run, finished_line, journal_epoch, log_every, start_record
 from labnet.run_policy import limited_threads, plugin_manager_for, thread_limit
-from labnet.sweep.identity import config_hash
+from labnet.runner import _is_interrupt, end_run, finished_line, journal_epoch, log_every, start_record
+from labnet.sweeps.identity import config_hash
 from labnet.train.checkpoint import encode_json
 
 
@@ -110,7 +110,7 @@ def _member_model(group: FusedGroup, j: int):
 
 
 def _end_member(group: FusedGroup, j: int, manager, final: dict, start_time: float) -> Outcome:
-    """Weights, end hooks, journal end and result.json of member j, as ``labnet.run.end_run`` writes them."""
+    """Weights, end hooks, journal end and result.json of member j, as ``labnet.runner.end_run`` writes them."""
     run = group.runs[j]
     status, message = group.status(j)
     error = group.exception(j) or (TrainingError(message) if message else None)

@@ -17,8 +17,8 @@ from omegaconf import OmegaConf
 from labnet import __version__
 from labnet.record.journal import owner_alive
 from labnet.record.result import RunResult
-from labnet.sweep.best import best_result
-from labnet.sweep.jobs import PRIOR_RUNS_FILE
+from labnet.sweeps.best import best_result
+from labnet.sweeps.jobs import PRIOR_RUNS_FILE
 from labnet.tracking.mirror import MAX_PARAMS_PER_BATCH, Mirror, find_or_create_experiment
 from labnet.tracking.params import param_entries, param_value
 from labnet.tracking.prior_runs import prior_runs

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from labnet.compare import MAIN_METRICS, build_rows, sort_rows, varying_params
-from labnet.sweep.best import objective_value
+from labnet.sweeps.best import objective_value
 from labnet.train.objective import minimizes
 
 REPLICATE_KEYS = ("seed", "sweep.replicate")

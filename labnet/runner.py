@@ -20,7 +20,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from labnet import __version__
 from labnet.build import build_model
-from labnet.callable_module import make_callable
 from labnet.config import build_component, check_whole, flatten_config
 from labnet.config_checks import check_top_level
 from labnet.errors import ConfigError
@@ -36,7 +35,7 @@ from labnet.run_policy import (
     thread_limit,
     trainer_config,
 )
-from labnet.sweep.identity import config_hash
+from labnet.sweeps.identity import config_hash
 from labnet.train.checkpoint import decode_json, encode_json, load_npz, save_npz
 from labnet.train.trainer import Run, Trainer
 
@@ -202,7 +201,7 @@ def _is_interrupt(err: BaseException) -> bool:
 
 def start_record(run: Run, cfg, params, hc, resume: ResumePoint | None, start_time: float) -> dict[str, Any]:
     """The journal's ``start`` record of a run (also each member of a fused group: labnet.fused.members)."""
-    from labnet.sweep.identity import current_sweep_id
+    from labnet.sweeps.identity import current_sweep_id
 
     plugins = ", ".join(run.manager.distributions())
     tags = {
@@ -332,6 +331,3 @@ class _HookRelay:
         result = self.manager.call("labnet_epoch_end", **kwargs)
         journal_epoch(kwargs["run"], kwargs["epoch"], kwargs["metrics"], self.log_every)
         return result
-
-
-make_callable(__name__)  # labnet.run(...) is labnet.api.run: the Python API

@@ -17,9 +17,9 @@ from labnet.config import flatten_config
 from labnet.errors import LabnetError
 from labnet.plugins import code_versions
 from labnet.record.result import RESULT_FILE, RunResult
-from labnet.run import run_experiment
 from labnet.run_policy import hydra_runtime, plugin_manager_for
-from labnet.sweep.identity import SWEEP_DIR_ENV, config_hash, replicate_seed, version_changes
+from labnet.runner import run_experiment
+from labnet.sweeps.identity import SWEEP_DIR_ENV, config_hash, replicate_seed, version_changes
 from labnet.train.trainer import Interrupted
 
 PRIOR_RUNS_FILE = "prior_runs.json"

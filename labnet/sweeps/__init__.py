@@ -2,7 +2,3 @@
 job of a multirun does before it trains: skip, resume, stop after a failure (``jobs``).
 
 The package is also callable: ``labnet.sweep(...)`` is ``labnet.api.sweep``, the Python API."""
-
-from labnet.callable_module import make_callable
-
-make_callable(__name__)

@@ -19,8 +19,8 @@ from omegaconf import DictConfig
 
 from labnet.config import check_flag
 from labnet.record.result import RunResult, read_results
-from labnet.sweep.best import closing_lines
-from labnet.sweep.identity import SWEEP_DIR_ENV, SWEEP_ID_ENV
+from labnet.sweeps.best import closing_lines
+from labnet.sweeps.identity import SWEEP_DIR_ENV, SWEEP_ID_ENV
 
 RERUN_CHOICES = ("missing", "all")
 

@@ -97,7 +97,9 @@ def test_spiral_shapes_scale_and_are_deterministic():
     np.testing.assert_array_equal(a.val.y, b.val.y)
     # the points depend on `seed`, not on the run's generator
     c = Spiral(num_per_class=50, num_classes=5).load(np.random.default_rng(99))
-    np.testing.assert_array_equal(np.sort(c.train.x, axis=0), np.sort(np.concatenate([a.train.x, a.val.x]), axis=0))
+    np.testing.assert_array_equal(
+        np.sort(c.train.x, axis=0), np.sort(np.concatenate([a.train.x, a.val.x]), axis=0)
+    )
     assert not np.array_equal(Spiral(seed=1).load(None).train.x, Spiral(seed=2).load(None).train.x)
     assert np.abs(a.train.x).max() <= 1.0
 
@@ -169,7 +171,9 @@ def test_mnist_shapes_dtypes_and_published_class_counts(mnist):
 
 
 def test_mnist_options_follow_the_book(data_dir):
-    s = Mnist(normalize=False, flatten=False, one_hot=True, val_size=0).load(np.random.default_rng(0), np.float64)
+    s = Mnist(normalize=False, flatten=False, one_hot=True, val_size=0).load(
+        np.random.default_rng(0), np.float64
+    )
     assert s.val is None and s.input_shape == (1, 28, 28)
     assert s.train.x.shape == (60000, 1, 28, 28) and s.train.x.dtype == np.float64 and s.train.x.max() == 255
     assert s.test.y.shape == (10000, 10) and s.test.y.dtype == np.float64
@@ -257,7 +261,9 @@ def test_labels_out_of_range_are_refused(mnist_copy):
             "test_labels": IdxFile(path.name, (), sha256=hashlib.sha256(data).hexdigest()),
         }
 
-    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte.gz: label 12 at index 17 is out of range.*0..9"):
+    with pytest.raises(
+        DataError, match=r"t10k-labels-idx1-ubyte.gz: label 12 at index 17 is out of range.*0..9"
+    ):
         Tampered(root=str(mnist_copy)).load(np.random.default_rng(0))
 
 
@@ -328,7 +334,9 @@ def test_unwritable_data_folder_gives_a_data_error(tmp_path, monkeypatch):
 
 def test_fashion_mnist_verifies_the_published_gz_md5(tmp_path, data_dir):
     shutil.copytree(data_dir / "mnist", tmp_path / "fashion_mnist", ignore=shutil.ignore_patterns("*.md"))
-    with pytest.raises(DataError, match=r"fashion_mnist/train-images-idx3-ubyte.gz: MD5 .* expected 8d4fb7e6c68d"):
+    with pytest.raises(
+        DataError, match=r"fashion_mnist/train-images-idx3-ubyte.gz: MD5 .* expected 8d4fb7e6c68d"
+    ):
         FashionMnist(root=str(tmp_path), download=False).load(np.random.default_rng(0))
 
 

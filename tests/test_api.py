@@ -110,7 +110,7 @@ def test_a_run_returns_its_record_and_the_next_starts_clean(workdir):
     environ, handlers = dict(os.environ), logging.getLogger().handlers[:]
     first = labnet.run(trainer={"epochs": 4, **QUIET}, tracking="none", seed=3)
     assert first.status == "FINISHED" and first.folder.parent.parent == workdir / "outputs"
-    assert (first.folder / ".hydra" / "config.yaml").is_file() and (first.folder / "app.log").is_file()
+    assert (first.folder / ".hydra" / "config.yaml").is_file() and (first.folder / "journal.jsonl").is_file()
     assert list(first.history.index) == [1, 2, 3, 4]
     assert first.history["val_accuracy"].iloc[-1] == first.metrics["val_accuracy"]
     # the model from weights.npz and the data split as the run split it give the run's accuracy

@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from labnet.compare import MAIN_METRICS, build_rows, sort_rows, varying_params
+from labnet.cli.compare.records import MAIN_METRICS, build_rows, sort_rows, varying_params
 from labnet.sweeps.best import objective_value
 from labnet.train.objective import minimizes
 

@@ -185,3 +185,19 @@ def test_a_registered_optimizer_gets_a_config_node_from_its_constructor(workdir,
     sgd = labnet.run("optimizer=sgd", "optimizer.lr=0.1", trainer={"epochs": 2, **QUIET}, tracking="none")
     assert half.config.optimizer.lr == 0.2
     assert half.history["train_loss"].tolist() == sgd.history["train_loss"].tolist()
+
+
+def test_joblib_sweeps_one_after_another_keep_their_jobs_apart(workdir):
+    """joblib reuses its worker processes, which keep the environment they started with: the second sweep's
+    jobs must not run as jobs of the first (its id and folder, its MLflow parent run)."""
+
+    def sweep_ids(lrs: str) -> set[str]:
+        sweep = labnet.sweep(
+            f"optimizer.lr={lrs}", "hydra.launcher.n_jobs=2", launcher="joblib", tracking="none", trainer={"epochs": 1}
+        )
+        starts = [json.loads((job.folder / "journal.jsonl").read_text().splitlines()[0]) for job in sweep.jobs]
+        assert len(starts) == 2
+        return {start["tags"]["labnet.sweep_id"] for start in starts}
+
+    first, second = sweep_ids("0.01,0.02"), sweep_ids("0.03,0.04")
+    assert len(first) == 1 and len(second) == 1 and first != second

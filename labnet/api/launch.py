@@ -12,7 +12,8 @@ A terminal's process ends after one command; a notebook's kernel runs many. What
 behind in its process is undone after each call: Hydra's global state, the environment (a sweep
 exports its MLflow parent run, which would make the next run its child), the logging handlers
 (Hydra's ``app.log`` of the last run would collect the notebook's logging), matplotlib's backend
-(the sweep summary draws with Agg, which would stop the notebook's own inline plots).
+(the sweep summary draws with Agg, which would stop the notebook's own inline plots), joblib's worker
+processes (they would run the next sweep's jobs with this sweep's environment).
 """
 
 from __future__ import annotations
@@ -218,6 +219,16 @@ def kept_process_state() -> Iterator[None]:
             logger.setLevel(level)
             logger.propagate = propagate
         _restore_backend(backend)
+        _stop_reused_workers()
+
+
+def _stop_reused_workers() -> None:
+    """joblib's worker processes outlive a sweep for the next one, with the environment they started with (the
+    sweep's id and folder, its MLflow parent run): the next sweep starts its own, as a new command would."""
+    loky = sys.modules.get("joblib.externals.loky.reusable_executor")
+    executor = getattr(loky, "_executor", None) if loky is not None else None
+    if executor is not None:
+        executor.shutdown(wait=True)
 
 
 def _backend_setting() -> Any:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -23,10 +24,11 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from urllib.parse import quote
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEP = ["optimizer=sgd,adam", "optimizer.lr=0.01,0.1"]
-WINDOW = "1440,900"
+WINDOW = "1440,1500"  # (tall enough for a sweep run's description)
 LOAD_SECONDS = 180  # the longest a page may take to show what it is for (a busy machine is slow)
 SETTLE_SECONDS = 4  # then charts draw
 FLAGS = [
@@ -103,10 +105,12 @@ def pages(folder: Path, base: str) -> dict[str, tuple[str, str]]:
     best_id, best = parent.data.tags["labnet.best_run_id"], parent.data.tags["labnet.best_run"]
     (model,) = client.search_logged_models([experiment], filter_string=f"source_run_id = '{best_id}'")
     site = f"{base}/#/experiments/{experiment}"
+    compared = quote(json.dumps([r.info.run_id for r in runs if r.info.run_id != parent.info.run_id]))
+    in_experiment = quote(json.dumps([experiment]))
     return {
         "mlflow_sweep_parent.png": (f"{site}/runs/{parent.info.run_id}", "Look further"),
         "mlflow_runs.png": (f"{site}/runs", parent.info.run_name),
-        "mlflow_charts.png": (f"{site}/runs?compareRunsMode=CHART", "val_accuracy"),
+        "mlflow_compare.png": (f"{base}/#/compare-runs?runs={compared}&experiments={in_experiment}", best),
         "mlflow_run_metrics.png": (f"{site}/runs/{best_id}/model-metrics", "train_loss"),
         "mlflow_models.png": (f"{site}/models", best),
         "mlflow_model.png": (f"{site}/models/{model.model_id}", "probabilities per class"),
@@ -128,17 +132,43 @@ def browser_session(binary: str, profile: Path):
     return webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
 
 
-def shoot(driver, url: str, ready_text: str, png: Path) -> None:
-    """Open ``url``, wait until it shows ``ready_text`` (then a moment for its charts), save a PNG."""
+def tidy(driver, url: str, ready_text: str) -> None:
+    """The UI as someone comparing training runs sets it, once per session (the browser keeps it): its
+    "Model training" mode (the switch opens the runs list) and no assistant panel."""
+    wait_for(driver, url, ready_text)
+    driver.execute_script(
+        """
+        for (const el of document.querySelectorAll('button, [role=radio], label, span')) {
+          if (el.innerText && el.innerText.trim() === 'Model training') { el.click(); break; }
+        }
+        """
+    )
+    time.sleep(3)
+    driver.execute_script(
+        """
+        for (const el of document.querySelectorAll('button[aria-label]')) {
+          if (/close/i.test(el.getAttribute('aria-label'))) el.click();
+        }
+        """
+    )
+    time.sleep(2)
+
+
+def wait_for(driver, url: str, ready_text: str) -> None:
     driver.get(url)
+    driver.refresh()  # (a route change within the page can keep the previous page's state)
     deadline = time.time() + LOAD_SECONDS
     while time.time() < deadline:
         body = driver.execute_script("return document.body ? document.body.innerText : ''") or ""
         if ready_text in body:
-            break
+            return
         time.sleep(1)
-    else:
-        print(f"screenshots: warning: {url} did not show {ready_text!r} within {LOAD_SECONDS} s", file=sys.stderr)
+    print(f"screenshots: warning: {url} did not show {ready_text!r} within {LOAD_SECONDS} s", file=sys.stderr)
+
+
+def shoot(driver, url: str, ready_text: str, png: Path) -> None:
+    """Open ``url``, wait until it shows ``ready_text`` (then a moment for its charts), save a PNG."""
+    wait_for(driver, url, ready_text)
     time.sleep(SETTLE_SECONDS)
     driver.save_screenshot(str(png))
 
@@ -159,7 +189,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             driver = browser_session(browser, folder / "chromium-profile")
             try:
-                for name, (url, ready_text) in pages(folder, f"http://127.0.0.1:{port}").items():
+                shots = pages(folder, f"http://127.0.0.1:{port}")
+                tidy(driver, *shots["mlflow_runs.png"])
+                for name, (url, ready_text) in shots.items():
                     shoot(driver, url, ready_text, args.out / name)
                     print(f"screenshots: {args.out / name}")
             finally:

@@ -309,7 +309,7 @@ def test_error_deep_in_a_builtin_plugin_blames_the_plugin_whose_hook_raised(tmp_
     from labnet.plugins import get_plugin_manager
     from labnet.sweeps.callback import Sweep
 
-    def broken_store(client, name):
+    def broken_store(client, name, dataset=None):
         raise RuntimeError("the store refused")
 
     monkeypatch.setattr(sweep_summary, "find_or_create_experiment", broken_store)

@@ -163,7 +163,7 @@ def test_sigkill_leaves_a_killed_run_with_every_journaled_epoch(tmp_path, cli, c
         folder = wait_for_epochs("outputs/*/*/journal.jsonl", tmp_path, 20)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
-    sync(cli, tmp_path)  # (what the next labnet command in the folder would do)
+    sync(cli, tmp_path, folder)  # (killed before the tracker registered it, only the folder knows the run)
     epochs = journal_epochs(folder)
     assert journal(folder)[-1]["type"] == "end" and journal(folder)[-1]["status"] == "KILLED"
     runs = all_runs(store(tmp_path))

@@ -42,9 +42,9 @@ def data() -> DataSplits:
 
 @pytest.mark.parametrize("background", [False, True])
 def test_epoch_hooks_read_the_optimizer_and_the_recorder_sees_each_call(tmp_path, background, monkeypatch):
-    from labnet.train import background
+    from labnet.train import background as background_module
 
-    monkeypatch.setattr(background, "BACKGROUND_MIN_SECONDS", 0.0)
+    monkeypatch.setattr(background_module, "BACKGROUND_MIN_SECONDS", 0.0)
     manager = fresh_manager(lr_plugin(), builtins=False)
     assert manager.providers["labnet_lrlog"].dist == "labnet-lrlog"  # not installed: named after its package
     rng = np.random.default_rng(0)

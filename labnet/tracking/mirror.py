@@ -239,12 +239,17 @@ class Mirror:
         client.set_terminated(run_id, status=end["status"], end_time=ms(end["time"]))
 
     def _log_model(self, client, run_id: str, folder: Path, record: dict[str, Any]) -> None:
+        from labnet.errors import LabnetError
         from labnet.record.journal import last_epoch
         from labnet.tracking.logged_model import log_model
 
         weights, spec = folder / record["weights"], folder / record["spec"]
         if weights.is_file() and spec.is_file():
-            log_model(client, run_id, folder, weights, spec, step=last_epoch(folder))
+            try:
+                log_model(client, run_id, folder, weights, spec, step=last_epoch(folder))
+            except LabnetError as err:  # e.g. a layer registered only in the notebook session that trained it
+                reason = f"the model could not be rebuilt here, so it is not logged: {err}"
+                client.set_tag(run_id, "labnet.model_not_logged", reason[:MAX_TAG_LENGTH])
 
 
 def store_name(uri: str) -> str:

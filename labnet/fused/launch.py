@@ -26,7 +26,8 @@ from labnet.config import flatten_config
 from labnet.errors import LabnetError
 from labnet.fused.grouping import fusible_groups, why_alone
 from labnet.record.journal import JOURNAL_FILE
-from labnet.sweeps.identity import config_hash
+from labnet.run_policy import plugin_manager_for
+from labnet.sweeps.identity import job_hash
 
 
 @dataclass
@@ -103,7 +104,7 @@ def compose_job(launcher, num: int, overrides: Sequence[str]) -> Job:
 def reason_to_run_alone(job: Job, prior: dict[str, dict]) -> str | None:
     """Why labnet's single-job path must run this job (None: it may fuse)."""
     sweep = job.cfg.get("sweep") or {}
-    found = prior.get(config_hash(job.flat)) if sweep.get("rerun") != "all" else None
+    found = prior.get(job_hash(job.flat, plugin_manager_for(job.cfg))) if sweep.get("rerun") != "all" else None
     if found and found.get("status") == "FINISHED":
         return "already finished: skipped"
     if found and found.get("status") == "KILLED" and found.get("checkpoint") and Path(found["checkpoint"]).is_file():

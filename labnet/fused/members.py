@@ -25,7 +25,7 @@ from labnet.record.files import stamp
 from labnet.record.journal import Journal
 from labnet.run_policy import limited_threads, plugin_manager_for, thread_limit
 from labnet.runner import _is_interrupt, end_run, finished_line, journal_epoch, log_every, start_record
-from labnet.sweeps.identity import config_hash
+from labnet.sweeps.identity import job_hash
 from labnet.train.checkpoint import encode_json
 
 
@@ -62,7 +62,7 @@ def train_members(members: Sequence[Member], manager=None) -> list[Outcome]:
         run.data, run.dataset, run.loss = group.data[j], group.dataset, group.losses[j]
         run.optimizer, run.model, run.registry = group.optimizers[j], group.models[j], group.registry
         run.manager, run.hydra = manager, members[j].hydra
-        run.run_key, run.config_hash = uuid.uuid4().hex, config_hash(params[j])
+        run.run_key, run.config_hash = uuid.uuid4().hex, job_hash(params[j], manager)
         run.info["resume_run"] = None
     opened = []
     try:

@@ -60,3 +60,10 @@ def version_changes(before: dict[str, str], now: dict[str, str]) -> str:
     names = sorted(set(before) | set(now))
     changed = [n for n in names if before.get(n) != now.get(n)]
     return ", ".join(f"{n} {before.get(n, 'none')} -> {now.get(n, 'none')}" for n in changed)
+
+
+def job_hash(flat: dict[str, Any], manager) -> str:
+    """A job's identity for skipping and resuming: its config and the code versions of ``manager``'s plugins."""
+    from labnet.plugins import code_versions
+
+    return config_hash(flat, code_versions(manager))

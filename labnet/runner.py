@@ -36,7 +36,7 @@ from labnet.run_policy import (
     trainer_config,
 )
 from labnet.sweeps.identity import config_hash
-from labnet.train.checkpoint import decode_json, encode_json, load_npz, save_npz
+from labnet.train.checkpoint import decode_json, encode_json, load_checkpoint, save_npz
 from labnet.train.trainer import Run, Trainer
 
 #: config keys a checkpoint must agree with to be resumed: what the saved weights and optimizer state mean
@@ -104,7 +104,7 @@ def run_experiment(cfg: DictConfig, manager=None, resume_run: dict | None = None
     )
     trainer.checkpoint_meta = {"params": encode_json(params), "run_key": np.asarray(run.run_key)}
     if resume is not None:
-        run.resumed_from_epoch = trainer.resume_from(resume.checkpoint)
+        run.resumed_from_epoch = trainer.resume_from(resume.checkpoint, resume.state)  # (read once, by the check)
         run.history = epoch_history(resume.folder, until_epoch=resume.completed_epoch)
         run.info["journaled_epochs"] = last_epoch(resume.folder)
     if (folder / JOURNAL_FILE).is_file() and (resume is None or resume.folder != folder.resolve()):
@@ -252,16 +252,14 @@ def _config_dir(hc) -> str | None:
 class ResumePoint:
     """A checkpoint to resume from, checked against the config before anything is loaded."""
 
-    def __init__(self, checkpoint: Path, folder: Path, run_key: str, completed_epoch: int, changes: list[str]):
-        self.checkpoint, self.folder, self.run_key = checkpoint, folder, run_key
+    def __init__(self, checkpoint: Path, state, folder: Path, run_key: str, completed_epoch: int, changes: list[str]):
+        self.checkpoint, self.state, self.folder, self.run_key = checkpoint, state, folder, run_key
         self.completed_epoch, self.changes = completed_epoch, changes
 
     @classmethod
     def check(cls, cfg: DictConfig, params: dict[str, Any], folder: Path) -> ResumePoint:
         path = Path(cfg.trainer.resume)
-        state = load_npz(path)
-        if "epoch" not in state or "rng" not in state:
-            raise ConfigError(f"trainer.resume={path} is not a labnet checkpoint (no epoch / rng entries)")
+        state = load_checkpoint(path)
         saved = decode_json(state["params"]) if "params" in state else None
         changes = []
         if saved is not None:
@@ -279,7 +277,7 @@ class ResumePoint:
         completed = int(state["epoch"]) - (1 if state["order"].size else 0)
         if (folder / JOURNAL_FILE).is_file() and origin != folder.resolve():
             raise RecordError(f"{folder} already holds another run's journal; resume into a folder of its own")
-        return cls(path, origin, run_key or uuid.uuid4().hex, completed, changes)
+        return cls(path, state, origin, run_key or uuid.uuid4().hex, completed, changes)
 
 
 def _dtype(cfg: DictConfig) -> np.dtype:

@@ -59,3 +59,13 @@ def encode_json(value) -> np.ndarray:
 
 def decode_json(array: np.ndarray):
     return json.loads(str(array))
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """A checkpoint written by labnet's trainer (``trainer.resume``), or a ConfigError saying it is none."""
+    state = load_npz(path)
+    if "epoch" not in state or "rng" not in state:
+        from labnet.errors import ConfigError
+
+        raise ConfigError(f"trainer.resume={path} is not a labnet checkpoint (no epoch / rng entries)")
+    return state

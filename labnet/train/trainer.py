@@ -153,11 +153,10 @@ class Trainer(BackgroundEvaluation):
             state.update({f"{PLUGIN_STATE}{key}": np.asarray(value) for key, value in (part or {}).items()})
         return state
 
-    def resume_from(self, path: str | Path) -> int:
-        """Load model, optimizer, RNG and position from a checkpoint written by this trainer; returns its epoch."""
-        state = ckpt.load_npz(path)
-        if "epoch" not in state or "rng" not in state:
-            raise ConfigError(f"trainer.resume={path} is not a labnet checkpoint (no epoch / rng entries)")
+    def resume_from(self, path: str | Path, state: dict[str, np.ndarray] | None = None) -> int:
+        """Load model, optimizer, RNG and position from a checkpoint written by this trainer (``state``: its
+        entries, when the caller read them already); returns its epoch."""
+        state = state if state is not None else ckpt.load_checkpoint(path)
         epoch, mid_epoch = int(state["epoch"]), bool(state["order"].size)
         if epoch > self.config.epochs or (epoch == self.config.epochs and not mid_epoch):
             raise ConfigError(

@@ -179,7 +179,12 @@ def test_grid_sweep_on_ray_is_one_parent_with_a_finished_child_per_job(tmp_path,
         assert result["status"] == "FINISHED"
         assert child.data.metrics["best_val_accuracy"] == pytest.approx(result["objective"])
         assert Path(child.data.tags["labnet.output_dir"]).parent == sweep_dir
-        assert {"weights.npz", "model"} <= {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert "weights.npz" in {a.path for a in client.list_artifacts(child.info.run_id)}
+        # the network is the run's logged model (MLflow 3: its files live with the model, not the run)
+        (model,) = client.search_logged_models(
+            [child.info.experiment_id], filter_string=f"source_run_id = '{child.info.run_id}'"
+        )
+        assert model.name == "model" and str(model.status).endswith("READY")
     best = max(c.data.metrics["best_val_accuracy"] for c in children)
     assert parent.data.metrics["best_val_accuracy"] == pytest.approx(best)
     assert {"summary.csv", "objective_vs_lr.png"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}

@@ -30,7 +30,7 @@ from labnet.record.journal import JOURNAL_FILE, end_abandoned, owner_alive, read
 from labnet.record.result import SYNC_STATE_FILE
 from labnet.tracking.metric_names import STEP_LOSS, mlflow_metric_name
 from labnet.tracking.params import param_entries
-from labnet.tracking.store import absolute_store_uri, sqlite_path, store_lock
+from labnet.tracking.store import absolute_store_uri, create_whole, sqlite_path, store_lock
 
 MAX_PARAMS_PER_BATCH = 100
 MAX_METRICS_PER_BATCH = 1000
@@ -96,12 +96,13 @@ class Mirror:
         self.clients: dict[str, Any] = {}
 
     def client(self, uri: str):
-        """The client of ``uri``; a new SQLite store is created under a file lock, so runs started
-        together never race through MLflow's schema creation."""
+        """The client of ``uri``; a new SQLite store is created whole under a file lock, so runs started
+        together never race through MLflow's schema creation, and a process killed meanwhile leaves none."""
         if uri not in self.clients:
             from mlflow.tracking import MlflowClient
 
             with store_lock(uri):
+                create_whole(uri)
                 client = MlflowClient(uri)
                 client.search_experiments(max_results=1)  # (creates or migrates the store now, under the lock)
             self.clients[uri] = client

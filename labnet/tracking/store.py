@@ -1,4 +1,5 @@
-"""The MLflow store a run goes to: its URI, whether it can be reached, and the lock around creating it."""
+"""The MLflow store a run goes to: its URI, whether it can be reached, and how a new one is created (whole, under
+a lock)."""
 
 from __future__ import annotations
 
@@ -103,3 +104,27 @@ def store_lock(uri: str):
         yield
     finally:
         os.close(fd)
+
+
+def create_whole(uri: str) -> None:
+    """Create a missing SQLite store whole or not at all (call under :func:`store_lock`).
+
+    MLflow builds a new database by running its ~60 schema migrations in place, for seconds; a process killed
+    meanwhile (Ctrl-C twice, SIGKILL) leaves a file no later process can open ('table ... already exists').
+    Built under a temporary name and renamed, the store is either absent or complete."""
+    path = sqlite_path(uri)
+    if path is None or path.exists():
+        return
+    from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    for stale in path.parent.glob(f".{path.name}.*.partial*"):  # (a creator killed earlier: the lock is ours)
+        stale.unlink(missing_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        # (the artifact root MLflow itself would give the store's Default experiment)
+        store = SqlAlchemyStore(f"{SQLITE}{partial}", DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH)
+        store.engine.dispose()
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)

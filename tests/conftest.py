@@ -3,6 +3,7 @@ the test plugin packages under tests/plugins/ as a user would (into a folder put
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import itertools
@@ -148,6 +149,45 @@ def free_port() -> Callable[[], int]:
     return pick
 
 
+# --------------------------------------------------------------------------- MLflow stores
+
+_store_template_folder: list[Path] = []  # (set once per session: pytest-xdist runs a session per worker)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def mlflow_store_template_folder(tmp_path_factory) -> Path:
+    """Where the session's empty MLflow store is made, when a test first needs one."""
+    folder = tmp_path_factory.mktemp("store-template")
+    _store_template_folder[:] = [folder]
+    return folder
+
+
+def empty_store(folder: Path, name: str = "mlflow.db") -> str:
+    """An empty MLflow SQLite store ``folder/name`` (kept if it exists); returns its URI.
+
+    MLflow makes a new database by running its ~60 schema migrations, ~4 s each time; the tests copy one made
+    once per session instead, which is the same file MLflow would have made. Its ``Default`` experiment's
+    artifact folder is moved next to the copy, as MLflow would have put it."""
+    import sqlite3
+
+    target = folder / name
+    if not target.exists():
+        (template_folder,) = _store_template_folder
+        template = template_folder / "mlflow.db"
+        if not template.exists():
+            from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+            store = SqlAlchemyStore(f"sqlite:///{template}", str(template_folder / "mlruns"))
+            store.engine.dispose()
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(template, target)
+        with contextlib.closing(sqlite3.connect(target)) as db, db:
+            (location,) = db.execute("SELECT artifact_location FROM experiments WHERE experiment_id = 0").fetchone()
+            moved = location.replace(str(template_folder / "mlruns"), str(folder / "mlruns"))
+            db.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0", (moved,))
+    return f"sqlite:///{target}"
+
+
 # --------------------------------------------------------------------------- the command line, as a user runs it
 
 REPO = Path(__file__).resolve().parents[1]
@@ -160,16 +200,41 @@ def labnet_env(path: tuple[Path, ...] = (), **extra: str) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(
         [*map(str, path), str(REPO)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
     )
-    for key in ("LABNET_DEBUG", "HYDRA_FULL_ERROR", "LABNET_SWEEP_ID", "LABNET_SWEEP_DIR", "MLFLOW_TRACKING_URI"):
+    for key in (
+        "LABNET_DEBUG",
+        "HYDRA_FULL_ERROR",
+        "LABNET_SWEEP_ID",
+        "LABNET_SWEEP_DIR",
+        "MLFLOW_TRACKING_URI",
+        "RAY_ADDRESS",
+    ):
         env.pop(key, None)
     env.update(extra)
     return env
 
 
+#: commands that never open the folder's default store (the rest may: a run, a sweep, `labnet sync`)
+NO_STORE_COMMANDS = ("plugins", "plugin", "compare", "--help", "-h")
+
+
+def _wants_store(args: tuple[str, ...]) -> bool:
+    return not (args and args[0] in NO_STORE_COMMANDS) and "tracking=none" not in args
+
+
 def labnet_cli(
-    cwd: Path, *args: str, timeout: float = 300, path: tuple[Path, ...] = (), **env: str
+    cwd: Path,
+    *args: str,
+    timeout: float = 300,
+    path: tuple[Path, ...] = (),
+    fresh_store: bool = False,
+    **env: str,
 ) -> subprocess.CompletedProcess:
-    """``python -m labnet ARGS`` in ``cwd``, waited for (``path``: folders put first on PYTHONPATH)."""
+    """``python -m labnet ARGS`` in ``cwd``, waited for (``path``: folders put first on PYTHONPATH).
+
+    A run finds an empty MLflow store in ``cwd`` (see :func:`empty_store`) unless the folder has one or
+    ``fresh_store`` is set: the tests of MLflow's store creation itself set it."""
+    if not fresh_store and _wants_store(args):
+        empty_store(cwd)
     return subprocess.run(
         [sys.executable, "-m", "labnet", *args],
         cwd=cwd,
@@ -180,9 +245,13 @@ def labnet_cli(
     )
 
 
-def labnet_start(cwd: Path, *args: str, path: tuple[Path, ...] = (), **env: str) -> subprocess.Popen:
+def labnet_start(
+    cwd: Path, *args: str, path: tuple[Path, ...] = (), fresh_store: bool = False, **env: str
+) -> subprocess.Popen:
     """``python -m labnet ARGS`` in ``cwd``, started in a process group of its own (signals reach it and its
-    workers as Ctrl-C in a terminal would), not waited for."""
+    workers as Ctrl-C in a terminal would), not waited for. The store as in :func:`labnet_cli`."""
+    if not fresh_store and _wants_store(args):
+        empty_store(cwd)
     return subprocess.Popen(
         [sys.executable, "-m", "labnet", *args],
         cwd=cwd,
@@ -204,6 +273,37 @@ def cli() -> Callable[..., subprocess.CompletedProcess]:
 def cli_start() -> Callable[..., subprocess.Popen]:
     """``cli_start(cwd, *args, **env)``: start labnet's command line in a process group of its own."""
     return labnet_start
+
+
+def labnet_main(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """``labnet ARGS`` in this process, through the command line's own entry point (``labnet.__main__.main``),
+    with what it prints captured: for cases decided before anything trains (config mistakes), where a new
+    Python would cost a second and a half and test nothing more. Hydra's state, the environment, logging and
+    the working folder are restored afterwards (as ``labnet.run`` restores them)."""
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from labnet.__main__ import main
+    from labnet.api.launch import kept_process_state
+
+    out, err = io.StringIO(), io.StringIO()
+    argv, cwd_before = sys.argv[:], os.getcwd()
+    try:
+        os.chdir(cwd)
+        with kept_process_state(), redirect_stdout(out), redirect_stderr(err):
+            code = main(list(args))
+    finally:
+        os.chdir(cwd_before)
+        sys.argv[:] = argv
+    return subprocess.CompletedProcess(["labnet", *args], code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture
+def cli_in_process(monkeypatch) -> Callable[..., subprocess.CompletedProcess]:
+    """``cli_in_process(cwd, *args)``: see :func:`labnet_main` (the environment it changes is restored)."""
+    for key in ("LABNET_DEBUG", "LABNET_SWEEP_ID", "LABNET_SWEEP_DIR", "MLFLOW_TRACKING_URI"):
+        monkeypatch.delenv(key, raising=False)
+    return labnet_main
 
 
 def plugin_folder(folder: Path, name: str, source: str) -> Path:

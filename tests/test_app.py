@@ -12,7 +12,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,27 +21,6 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}/\d{2}-\d{2}-\d{2}-[0-9a-f]{4}$")  # (a short unique part)
 SUMMARY = re.compile(r"^labnet: (\S+) finished after (\d+) epochs \((\d+) steps\): (.*)$", re.MULTILINE)
-
-
-def labnet_env(**extra: str) -> dict[str, str]:
-    """The test process's environment with the repository first on PYTHONPATH (checkout or install)."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    for key in ("LABNET_DEBUG", "HYDRA_FULL_ERROR", "LABNET_SWEEP_ID", "LABNET_SWEEP_DIR"):
-        env.pop(key, None)
-    env.update(extra)
-    return env
-
-
-def labnet(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "labnet", *args],
-        cwd=cwd,
-        env=labnet_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
@@ -82,10 +60,10 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def basic_run(tmp_path_factory):
+def basic_run(tmp_path_factory, cli):
     """`python -m labnet tracking=none trainer.epochs=3`: spiral, two_layer, adam (the defaults)."""
     cwd = tmp_path_factory.mktemp("basic")
-    proc = ok(labnet("tracking=none", "trainer.epochs=3", cwd=cwd))
+    proc = ok(cli(cwd, "tracking=none", "trainer.epochs=3"))
     return proc, run_dir(cwd)
 
 
@@ -157,8 +135,8 @@ def test_run_writes_a_checkpoint_without_pickles(basic_run):
 # --------------------------------------------------------------------------- the experiments
 
 
-def test_spiral_experiment_reaches_95_percent(tmp_path):
-    ok(labnet("tracking=none", "+experiment=spiral", cwd=tmp_path))
+def test_spiral_experiment_reaches_95_percent(tmp_path, cli):
+    ok(cli(tmp_path, "tracking=none", "+experiment=spiral"))
     result = result_of(run_dir(tmp_path))
     assert result["status"] == "FINISHED"
     assert result["params"]["trainer.epochs"] == 300
@@ -166,14 +144,14 @@ def test_spiral_experiment_reaches_95_percent(tmp_path):
     assert result["objective"] >= 0.95, result["metrics"]
 
 
-def test_xor_experiment_learns_all_four_cases(tmp_path):
-    ok(labnet("tracking=none", "+experiment=xor", cwd=tmp_path))
+def test_xor_experiment_learns_all_four_cases(tmp_path, cli):
+    ok(cli(tmp_path, "tracking=none", "+experiment=xor"))
     result = result_of(run_dir(tmp_path))
     assert result["metrics"]["train_accuracy"] == 1.0, result["metrics"]
 
 
-def test_xor_without_hidden_layer_stays_at_three_of_four(tmp_path):
-    ok(labnet("tracking=none", "+experiment=xor", "model.hidden_sizes=[]", cwd=tmp_path))
+def test_xor_without_hidden_layer_stays_at_three_of_four(tmp_path, cli):
+    ok(cli(tmp_path, "tracking=none", "+experiment=xor", "model.hidden_sizes=[]"))
     folder = run_dir(tmp_path)
     result = result_of(folder)
     assert result["objective_metric"] == "train_accuracy"
@@ -182,10 +160,10 @@ def test_xor_without_hidden_layer_stays_at_three_of_four(tmp_path):
 
 
 @pytest.mark.slow
-def test_mnist_two_layer_experiment_reaches_97_percent(tmp_path):
+def test_mnist_two_layer_experiment_reaches_97_percent(tmp_path, cli):
     # one BLAS thread: on a busy 2-core machine OpenBLAS threads on these small matrices make the run
     # 5-8x slower (80 s instead of 10 s); the accuracy does not depend on it
-    ok(labnet("tracking=none", "+experiment=mnist_two_layer", "trainer.threads=1", cwd=tmp_path, timeout=300))
+    ok(cli(tmp_path, "tracking=none", "+experiment=mnist_two_layer", "trainer.threads=1", timeout=300))
     folder = run_dir(tmp_path)
     result = result_of(folder)
     assert result["status"] == "FINISHED"
@@ -213,8 +191,8 @@ def check_grid(cwd: Path, proc: subprocess.CompletedProcess) -> None:
         assert f"optimizer={name}" in r["overrides"] and f"optimizer.lr={lr}" in r["overrides"]
 
 
-def test_multirun_grid(tmp_path):
-    proc = ok(labnet("-m", *GRID, cwd=tmp_path))
+def test_multirun_grid(tmp_path, cli):
+    proc = ok(cli(tmp_path, "-m", *GRID))
     check_grid(tmp_path, proc)
     _, results = sweep_results(tmp_path)
     # Hydra's basic launcher runs the jobs one after another, in job order
@@ -222,15 +200,15 @@ def test_multirun_grid(tmp_path):
         assert earlier["start_time"] < earlier["end_time"] <= later["start_time"]
 
 
-def test_multirun_grid_with_joblib_launcher(tmp_path):
-    proc = ok(labnet("-m", *GRID, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", cwd=tmp_path))
+def test_multirun_grid_with_joblib_launcher(tmp_path, cli):
+    proc = ok(cli(tmp_path, "-m", *GRID, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"))
     check_grid(tmp_path, proc)
     _, results = sweep_results(tmp_path)
     assert len({r["metrics"]["train_loss"] for r in results}) == 4
 
 
-def test_optuna_experiment_runs_trials(tmp_path):
-    ok(labnet("+experiment=optuna_lr", "tracking=none", "trainer.epochs=3", "hydra.sweeper.n_trials=3", cwd=tmp_path))
+def test_optuna_experiment_runs_trials(tmp_path, cli):
+    ok(cli(tmp_path, "+experiment=optuna_lr", "tracking=none", "trainer.epochs=3", "hydra.sweeper.n_trials=3"))
     sweep, results = sweep_results(tmp_path)
     assert len(results) == 3
     assert all(r["status"] == "FINISHED" for r in results), results
@@ -337,8 +315,8 @@ def test_component_without_yaml_gets_a_derived_config(lion_in_config_store, hydr
 # --------------------------------------------------------------------------- CLI
 
 
-def test_help_exits_quickly(tmp_path):
-    proc = ok(labnet("--help", cwd=tmp_path, timeout=60))
+def test_help_exits_quickly(tmp_path, cli):
+    proc = ok(cli(tmp_path, "--help", timeout=60))
     assert "optimizer" in proc.stdout and "adam" in proc.stdout
     assert not (tmp_path / "outputs").exists()
 
@@ -353,19 +331,19 @@ def test_experiment_group_lists_the_experiments(hydra_compose):
     assert BUILTIN_EXPERIMENTS <= set(options), options
 
 
-def test_help_lists_the_experiments(tmp_path):
-    proc = ok(labnet("--help", cwd=tmp_path, timeout=60))
+def test_help_lists_the_experiments(tmp_path, cli):
+    proc = ok(cli(tmp_path, "--help", timeout=60))
     line = next((x.strip() for x in proc.stdout.splitlines() if x.strip().startswith("+experiment:")), "")
     assert BUILTIN_EXPERIMENTS <= {name.strip() for name in line.partition(":")[2].split(",")}, proc.stdout
 
 
-def test_hydra_help_is_still_reachable(tmp_path):
-    proc = ok(labnet("--hydra-help", cwd=tmp_path, timeout=120))
+def test_hydra_help_is_still_reachable(tmp_path, cli):
+    proc = ok(cli(tmp_path, "--hydra-help", timeout=120))
     assert "hydra/launcher" in proc.stdout
 
 
-def test_plugins_lists_builtins(tmp_path):
-    proc = ok(labnet("plugins", cwd=tmp_path))
+def test_plugins_lists_builtins(tmp_path, cli):
+    proc = ok(cli(tmp_path, "plugins"))
     rows = {tuple(line.split()[:2]) for line in proc.stdout.splitlines() if line.strip()}
     for kind, name in [
         ("optimizer", "sgd"),
@@ -382,8 +360,8 @@ def test_plugins_lists_builtins(tmp_path):
 # --------------------------------------------------------------------------- early stopping
 
 
-def test_early_stopping(tmp_path):
-    proc = ok(labnet("tracking=none", "trainer.epochs=200", "trainer.patience=3", cwd=tmp_path))
+def test_early_stopping(tmp_path, cli):
+    proc = ok(cli(tmp_path, "tracking=none", "trainer.epochs=200", "trainer.patience=3"))
     match = SUMMARY.search(proc.stdout)
     assert match, proc.stdout
     epochs = int(match.group(2))

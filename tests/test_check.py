@@ -6,9 +6,6 @@ exit code says whether anything failed."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +19,8 @@ from labnet.nn.layers import Affine
 from labnet.nn.optimizers import SGD, Optimizer
 from labnet.plugins import Provider, get_plugin_manager, get_registry
 from labnet.testing.contracts import CheckResult, run_checks
+
+pytestmark = pytest.mark.xdist_group("check")  # one worker: plugins pip-installed once
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,20 +40,6 @@ def badgrad(tmp_path_factory, install_test_plugins):
     """labnet-badgrad installed for this module; yields its site-packages folder."""
     with install_test_plugins(["labnet-badgrad"], tmp_path_factory.mktemp("badgrad")) as target:
         yield target
-
-
-def labnet_cli(*args: str, target: Path | None = None, **env: str) -> subprocess.CompletedProcess:
-    paths = [str(target)] if target else []
-    environ = {**os.environ, **env}
-    environ["PYTHONPATH"] = os.pathsep.join([*paths, str(REPO), os.environ.get("PYTHONPATH", "")])
-    environ.pop("LABNET_DEBUG", None)
-    return subprocess.run(
-        [sys.executable, "-m", "labnet", "plugins", "check", *args],
-        capture_output=True,
-        text=True,
-        env=environ,
-        timeout=300,
-    )
 
 
 def by_check(results: list[CheckResult]) -> dict[tuple[str, str], CheckResult]:
@@ -126,8 +111,8 @@ def test_the_bad_plugin_fails_by_name(badgrad):
     assert rows[("affine", "gradcheck")].result == "PASS"
 
 
-def test_labnet_plugins_check_exits_1_naming_the_bad_plugin(badgrad):
-    result = labnet_cli("bad_scale", "relu", target=badgrad)
+def test_labnet_plugins_check_exits_1_naming_the_bad_plugin(badgrad, tmp_path, cli):
+    result = cli(tmp_path, "plugins", "check", "bad_scale", "relu", path=(badgrad,))
     assert result.returncode == 1, result.stdout + result.stderr
     lines = [line.split() for line in result.stdout.splitlines()]
     failing = [line for line in lines if line[:1] == ["bad_scale"] and "FAIL" in line]
@@ -136,8 +121,8 @@ def test_labnet_plugins_check_exits_1_naming_the_bad_plugin(badgrad):
     assert "2 failed" in result.stdout  # its backward is wrong in training and in evaluation mode
 
 
-def test_labnet_plugins_check_json(badgrad):
-    result = labnet_cli("--json", "bad_scale", "sgd", "spiral", target=badgrad)
+def test_labnet_plugins_check_json(badgrad, tmp_path, cli):
+    result = cli(tmp_path, "plugins", "check", "--json", "bad_scale", "sgd", "spiral", path=(badgrad,))
     assert result.returncode == 1, result.stderr
     data = json.loads(result.stdout)
     rows = {(r["component"], r["check"]): r for r in data["results"]}
@@ -156,14 +141,14 @@ def test_labnet_plugins_check_json(badgrad):
     assert data["summary"]["FAIL"] == 2 and data["summary"]["PASS"] == len(data["results"]) - 2
 
 
-def test_exit_codes(capsys):
+def test_exit_codes(capsys, tmp_path, cli):
     assert check_command(["relu", "sgd", "logic_gates", "mse"]) == 0
     out = capsys.readouterr().out
     assert "0 failed" in out and "FAIL" not in out
     assert check_command(["no_such_layer"]) == 2
     err = capsys.readouterr().err
     assert "'no_such_layer'" in err and "affine" in err
-    assert labnet_cli("relu", "--json").returncode == 0
+    assert cli(tmp_path, "plugins", "check", "relu", "--json").returncode == 0
 
 
 # --------------------------------------------------------------------------- the example_args convention

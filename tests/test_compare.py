@@ -6,10 +6,7 @@ import csv
 import io
 import json
 import math
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,26 +19,18 @@ from labnet.cli.compare.formats import format_rows  # noqa: E402
 from labnet.cli.compare.plot import choose_axes  # noqa: E402
 from labnet.cli.compare.records import build_rows, sort_rows, varying_params  # noqa: E402
 
+pytestmark = pytest.mark.xdist_group("compare")  # one worker: its stores are made once per module
+
 REPO = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def labnet(cwd: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.run(
-        [sys.executable, "-m", "labnet", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
-
-
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory):
+def sweep(tmp_path_factory, cli):
     """One 4-job sweep (sgd, adam x lr 0.01, 0.1) in a fresh store: its URI, the client, parent and children."""
     folder = tmp_path_factory.mktemp("compare")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
-    proc = labnet(
-        folder, "-m", "trainer.epochs=2", "optimizer=sgd,adam", "optimizer.lr=0.01,0.1", f"tracking.uri={uri}"
-    )
+    proc = cli(folder, "-m", "trainer.epochs=2", "optimizer=sgd,adam", "optimizer.lr=0.01,0.1", f"tracking.uri={uri}")
     assert proc.returncode == 0, proc.stderr
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("spiral")
@@ -60,8 +49,8 @@ def compare_json(capsys, *args: str) -> list[dict]:
 # -- end to end -------------------------------------------------------------------------------------------
 
 
-def test_latest_sweep_lists_every_child_best_first_with_objectives_from_mlflow(sweep):
-    proc = labnet(sweep["folder"], "compare", "--tracking-uri", sweep["uri"], "--format", "json")
+def test_latest_sweep_lists_every_child_best_first_with_objectives_from_mlflow(sweep, cli):
+    proc = cli(sweep["folder"], "compare", "--tracking-uri", sweep["uri"], "--format", "json")
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout)
     assert {r["run_id"] for r in rows} == {c.info.run_id for c in sweep["children"]}
@@ -84,8 +73,8 @@ def test_latest_sweep_lists_every_child_best_first_with_objectives_from_mlflow(s
     assert "seed" not in rows[0] and "trainer.epochs" not in rows[0] and "optimizer.beta1" not in rows[0]
 
 
-def test_default_table_in_the_folder_of_the_runs(sweep):
-    proc = labnet(sweep["folder"], "compare", "--tracking-uri", sweep["uri"])
+def test_default_table_in_the_folder_of_the_runs(sweep, cli):
+    proc = cli(sweep["folder"], "compare", "--tracking-uri", sweep["uri"])
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert sweep["parent"].info.run_id in lines[0] and "best_val_accuracy" in lines[0]
@@ -192,8 +181,8 @@ def test_a_path_to_the_db_file_is_accepted(sweep, capsys):
 # -- user errors: exit 2, a message, no traceback -------------------------------------------------------------
 
 
-def test_no_store_in_a_fresh_folder_exits_2_and_creates_nothing(tmp_path):
-    proc = labnet(tmp_path, "compare")
+def test_no_store_in_a_fresh_folder_exits_2_and_creates_nothing(tmp_path, cli):
+    proc = cli(tmp_path, "compare")
     assert proc.returncode == 2
     assert "no MLflow store" in proc.stderr and "mlflow.db" in proc.stderr
     assert "Traceback" not in proc.stderr and proc.stdout == ""
@@ -207,9 +196,9 @@ def test_an_empty_store_exits_2(tmp_path, capsys):
     assert "no runs" in capsys.readouterr().err
 
 
-def test_unknown_sweep_exits_2_naming_it(sweep):
+def test_unknown_sweep_exits_2_naming_it(sweep, cli):
     missing = "0" * 32
-    proc = labnet(sweep["folder"], "compare", "--tracking-uri", sweep["uri"], "--sweep", missing)
+    proc = cli(sweep["folder"], "compare", "--tracking-uri", sweep["uri"], "--sweep", missing)
     assert proc.returncode == 2
     assert missing in proc.stderr and sweep["parent"].info.run_id in proc.stderr  # names the sweeps there are
     assert "Traceback" not in proc.stderr
@@ -335,9 +324,9 @@ def test_plot_lines_per_optimizer_else_per_categorical_param():
         choose_axes(rows([{"model.activation": "relu"}, {"model.activation": "tanh"}]), ["model.activation"])
 
 
-def test_compare_help_is_compares_own(tmp_path):
+def test_compare_help_is_compares_own(tmp_path, cli):
     """`labnet compare --help` lists compare's options, not the training app's usage."""
-    proc = labnet(tmp_path, "compare", "--help", timeout=60)
+    proc = cli(tmp_path, "compare", "--help", timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("usage: labnet compare")
     for option in ("--tracking-uri", "--sweep", "--format", "--plot", "--top"):

@@ -14,7 +14,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import types
 from pathlib import Path
@@ -24,32 +23,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 TRACEBACK = "Traceback (most recent call last)"
-
-
-def labnet_env(path: tuple[Path, ...] = (), **extra: str) -> dict[str, str]:
-    """The test process's environment with ``path`` and the repository first on PYTHONPATH
-    (so the tests run the same from a checkout or an installed labnet)."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [*map(str, path), str(REPO)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
-    )
-    for key in ("LABNET_DEBUG", "HYDRA_FULL_ERROR", "LABNET_SWEEP_ID", "LABNET_SWEEP_DIR"):
-        env.pop(key, None)
-    env.update(extra)
-    return env
-
-
-def labnet(
-    *args: str, cwd: Path, timeout: float = 120, path: tuple[Path, ...] = (), **env: str
-) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "labnet", *args],
-        cwd=cwd,
-        env=labnet_env(path, **env),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def show(proc: subprocess.CompletedProcess) -> str:
@@ -163,8 +136,8 @@ def refused(proc: subprocess.CompletedProcess, *words: str) -> str:
 
 
 @pytest.mark.parametrize("overrides, words", CONFIG_ERROR_CASES)
-def test_config_mistake_is_named_with_accepted_values(tmp_path, overrides, words):
-    proc = labnet("tracking=none", "trainer.epochs=1", *overrides, cwd=tmp_path)
+def test_config_mistake_is_named_with_accepted_values(tmp_path, overrides, words, cli_in_process):
+    proc = cli_in_process(tmp_path, "tracking=none", "trainer.epochs=1", *overrides)
     refused(proc, *words)
     assert_nothing_trained(tmp_path)
 
@@ -187,10 +160,10 @@ def processes_in(folder: Path) -> list[int]:
     [["optimizer.lr=0"], ["model.hidden_sizes=[0]"]],
     ids=["checked-before-plugins-start", "checked-after-the-data-load"],
 )
-def test_config_mistake_with_tracking_leaves_no_store_behind(tmp_path, overrides):
+def test_config_mistake_with_tracking_leaves_no_store_behind(tmp_path, overrides, cli):
     """The default tracking (a SQLite store in the folder): a refused run creates no mlflow.db, even once its
     MLflow process, if it started one, has finished importing and exited."""
-    proc = labnet("trainer.epochs=1", *overrides, cwd=tmp_path)
+    proc = cli(tmp_path, "trainer.epochs=1", *overrides, fresh_store=True)
     assert proc.returncode == 2, show(proc)
     deadline = time.monotonic() + 60
     while processes_in(tmp_path.resolve()) and time.monotonic() < deadline:
@@ -236,11 +209,11 @@ def plugin_with_experiment(tmp_path) -> Path:
     return fake_distribution(site, "labnet_fakeexp", FAKE_PLUGIN, "fakeexp")
 
 
-def test_unknown_experiment_lists_builtin_and_plugin_experiments(tmp_path, plugin_with_experiment):
+def test_unknown_experiment_lists_builtin_and_plugin_experiments(tmp_path, plugin_with_experiment, cli):
     site = plugin_with_experiment
-    proc = labnet("tracking=none", "+experiment=mine", cwd=tmp_path, path=(site,))
+    proc = cli(tmp_path, "tracking=none", "+experiment=mine", path=(site,))
     assert proc.returncode == 0, show(proc)  # the plugin's experiment is found
-    proc = labnet("tracking=none", "+experiment=nope", cwd=tmp_path, path=(site,))
+    proc = cli(tmp_path, "tracking=none", "+experiment=nope", path=(site,))
     assert proc.returncode == 2, show(proc)
     message = error_message(proc)
     assert "nope" in message and "mine" in message
@@ -249,8 +222,8 @@ def test_unknown_experiment_lists_builtin_and_plugin_experiments(tmp_path, plugi
     assert TRACEBACK not in proc.stderr
 
 
-def test_debug_shows_the_traceback(tmp_path):
-    proc = labnet("tracking=none", "trainer.epochs=1", "optimizer.lr=abc", cwd=tmp_path, LABNET_DEBUG="1")
+def test_debug_shows_the_traceback(tmp_path, cli):
+    proc = cli(tmp_path, "tracking=none", "trainer.epochs=1", "optimizer.lr=abc", LABNET_DEBUG="1")
     assert proc.returncode != 0, show(proc)
     assert TRACEBACK in proc.stderr
     assert "ConfigError" in proc.stderr and "optimizer.lr='abc'" in proc.stderr
@@ -261,26 +234,24 @@ def test_debug_shows_the_traceback(tmp_path):
 # without `# @package _global_`, YAML that does not parse): exit 2 and a message naming the key or file
 
 
-def test_a_model_too_large_for_memory_names_the_option_before_allocating(tmp_path):
-    proc = labnet("tracking=none", "trainer.epochs=1", "model.hidden_sizes=[10000000000]", cwd=tmp_path)
+def test_a_model_too_large_for_memory_names_the_option_before_allocating(tmp_path, cli):
+    proc = cli(tmp_path, "tracking=none", "trainer.epochs=1", "model.hidden_sizes=[10000000000]")
     message = refused(proc, "model.hidden_sizes[0]=10000000000", "GiB", "float32", "available")
     assert "MemoryError" not in message
     assert_nothing_trained(tmp_path)
 
 
-def test_an_activation_that_is_not_installed_names_the_key_and_the_activations(tmp_path):
+def test_an_activation_that_is_not_installed_names_the_key_and_the_activations(tmp_path, cli):
     # swish comes from the labnet-example plugin: blocked here, as if it were not installed
-    proc = labnet(
-        "tracking=none", "trainer.epochs=1", "model.activation=swish", "plugins.block=[example]", cwd=tmp_path
-    )
+    proc = cli(tmp_path, "tracking=none", "trainer.epochs=1", "model.activation=swish", "plugins.block=[example]")
     message = refused(proc, "model.activation='swish'", "relu", "sigmoid", "tanh")
     available = message.split("available:")[1]
     for not_an_activation in ("affine", "softmax", "surface", "dropout", "batchnorm", "swish"):
         assert not_an_activation not in available.split("(")[0], message
 
 
-def test_a_layer_that_is_not_an_activation_is_refused_as_one(tmp_path):
-    proc = labnet("tracking=none", "trainer.epochs=1", "model.activation=softmax", cwd=tmp_path)
+def test_a_layer_that_is_not_an_activation_is_refused_as_one(tmp_path, cli):
+    proc = cli(tmp_path, "tracking=none", "trainer.epochs=1", "model.activation=softmax")
     refused(proc, "model.activation='softmax'", "not an activation", "relu")
 
 
@@ -288,33 +259,33 @@ def test_a_layer_that_is_not_an_activation_is_refused_as_one(tmp_path):
     "override, words",
     [("+seeed=5", ["'seeed'", "did you mean 'seed'", "trainer", "dataset", "sweep"]), ("+foo=bar", ["'foo'", "seed"])],
 )
-def test_unknown_top_level_keys_are_refused_with_the_valid_ones(tmp_path, override, words):
-    proc = labnet("tracking=none", "trainer.epochs=1", override, cwd=tmp_path)
+def test_unknown_top_level_keys_are_refused_with_the_valid_ones(tmp_path, override, words, cli):
+    proc = cli(tmp_path, "tracking=none", "trainer.epochs=1", override)
     refused(proc, *words)
     assert_nothing_trained(tmp_path)
 
 
-def test_a_plugins_config_group_is_a_valid_top_level_section(tmp_path):
+def test_a_plugins_config_group_is_a_valid_top_level_section(tmp_path, cli):
     """A plugin ships a section of its own as a group in its config folder; selecting it is no mistake."""
     site = tmp_path / "site"
     (site / "labnet_fakeexp_conf" / "scheduler").mkdir(parents=True)
     (site / "labnet_fakeexp_conf" / "scheduler" / "cosine.yaml").write_text("warmup: 3\n")
     fake_distribution(site, "labnet_fakeexp", FAKE_PLUGIN, "fakeexp")
-    proc = labnet("tracking=none", "trainer.epochs=1", "+scheduler=cosine", cwd=tmp_path, path=(site,))
+    proc = cli(tmp_path, "tracking=none", "trainer.epochs=1", "+scheduler=cosine", path=(site,))
     assert proc.returncode == 0, show(proc)
-    proc = labnet("tracking=none", "trainer.epochs=1", "+schedular=cosine", cwd=tmp_path, path=(site,))
+    proc = cli(tmp_path, "tracking=none", "trainer.epochs=1", "+schedular=cosine", path=(site,))
     assert proc.returncode == 2 and "schedular" in error_message(proc), show(proc)  # a misspelt one is refused
 
 
-def test_an_experiment_without_package_global_is_named_with_the_fix(tmp_path):
+def test_an_experiment_without_package_global_is_named_with_the_fix(tmp_path, cli):
     folder = tmp_path / "mine" / "experiment"
     folder.mkdir(parents=True)
     (folder / "short.yaml").write_text("trainer:\n  epochs: 1\n")
-    proc = labnet("--config-dir", str(tmp_path / "mine"), "tracking=none", "+experiment=short", cwd=tmp_path)
+    proc = cli(tmp_path, "--config-dir", str(tmp_path / "mine"), "tracking=none", "+experiment=short")
     refused(proc, "'short'", str(folder / "short.yaml"), "# @package _global_", "first line")
     assert_nothing_trained(tmp_path)
     (folder / "short.yaml").write_text("# @package _global_\ntrainer:\n  epochs: 1\n")
-    proc = labnet("--config-dir", str(tmp_path / "mine"), "tracking=none", "+experiment=short", cwd=tmp_path)
+    proc = cli(tmp_path, "--config-dir", str(tmp_path / "mine"), "tracking=none", "+experiment=short")
     assert proc.returncode == 0 and "after 1 epochs" in proc.stdout, show(proc)
 
 
@@ -326,11 +297,11 @@ def test_an_experiment_without_package_global_is_named_with_the_fix(tmp_path):
     ],
     ids=["unclosed-list", "bad-indent"],
 )
-def test_yaml_that_does_not_parse_is_a_config_mistake_named_by_file_and_line(tmp_path, text, line):
+def test_yaml_that_does_not_parse_is_a_config_mistake_named_by_file_and_line(tmp_path, text, line, cli):
     folder = tmp_path / "mine" / "experiment"
     folder.mkdir(parents=True)
     (folder / "broken.yaml").write_text(text)
-    proc = labnet("--config-dir", str(tmp_path / "mine"), "tracking=none", "+experiment=broken", cwd=tmp_path)
+    proc = cli(tmp_path, "--config-dir", str(tmp_path / "mine"), "tracking=none", "+experiment=broken")
     refused(proc, str(folder / "broken.yaml"), line, "does not parse")
     assert_nothing_trained(tmp_path)
 
@@ -358,22 +329,17 @@ def mnist_copy(tmp_path):
     return root
 
 
-def mnist_run(root: Path, cwd: Path) -> subprocess.CompletedProcess:
-    return labnet(
-        "tracking=none",
-        "trainer.epochs=1",
-        "dataset=mnist",
-        f"dataset.root={root}",
-        "dataset.download=false",
-        cwd=cwd,
+def mnist_run(cli, root: Path, cwd: Path) -> subprocess.CompletedProcess:
+    return cli(
+        cwd, "tracking=none", "trainer.epochs=1", "dataset=mnist", f"dataset.root={root}", "dataset.download=false"
     )
 
 
-def test_truncated_mnist_file_is_named(tmp_path, mnist_copy):
+def test_truncated_mnist_file_is_named(tmp_path, mnist_copy, cli):
     bad = mnist_copy / "mnist" / "train-labels-idx1-ubyte.gz"
     with open(bad, "r+b") as f:
         f.truncate(1000)
-    proc = mnist_run(mnist_copy, tmp_path)
+    proc = mnist_run(cli, mnist_copy, tmp_path)
     assert proc.returncode != 0, show(proc)
     message = error_message(proc)
     assert str(bad) in message
@@ -386,12 +352,12 @@ def test_truncated_mnist_file_is_named(tmp_path, mnist_copy):
     assert_nothing_trained(tmp_path)
 
 
-def test_mnist_file_with_wrong_content_fails_its_checksum(tmp_path, mnist_copy):
+def test_mnist_file_with_wrong_content_fails_its_checksum(tmp_path, mnist_copy, cli):
     bad = mnist_copy / "mnist" / "t10k-labels-idx1-ubyte.gz"
     data = bytearray(gzip.decompress(bad.read_bytes()))
     data[-1] = (data[-1] + 1) % 10  # one label changed: a valid file of the right size
     bad.write_bytes(gzip.compress(bytes(data)))
-    proc = mnist_run(mnist_copy, tmp_path)
+    proc = mnist_run(cli, mnist_copy, tmp_path)
     assert proc.returncode != 0, show(proc)
     message = error_message(proc)
     assert str(bad) in message
@@ -400,10 +366,10 @@ def test_mnist_file_with_wrong_content_fails_its_checksum(tmp_path, mnist_copy):
     assert bad.is_file()
 
 
-def test_missing_mnist_file_without_download_says_where_to_put_it(tmp_path, mnist_copy):
+def test_missing_mnist_file_without_download_says_where_to_put_it(tmp_path, mnist_copy, cli):
     missing = mnist_copy / "mnist" / "t10k-labels-idx1-ubyte.gz"
     missing.unlink()
-    proc = mnist_run(mnist_copy, tmp_path)
+    proc = mnist_run(cli, mnist_copy, tmp_path)
     assert proc.returncode != 0, show(proc)
     message = error_message(proc)
     assert "t10k-labels-idx1-ubyte.gz" in message
@@ -420,8 +386,8 @@ def test_missing_mnist_file_without_download_says_where_to_put_it(tmp_path, mnis
 DIVERGE = ("optimizer=sgd", "optimizer.lr=1e30")  # float32 overflow: the loss is NaN at step 2
 
 
-def test_divergence_names_step_and_lr(tmp_path):
-    proc = labnet("tracking=none", "trainer.epochs=3", *DIVERGE, "hydra.run.dir=run", cwd=tmp_path)
+def test_divergence_names_step_and_lr(tmp_path, cli):
+    proc = cli(tmp_path, "tracking=none", "trainer.epochs=3", *DIVERGE, "hydra.run.dir=run")
     assert proc.returncode != 0, show(proc)
     message = error_message(proc)
     assert re.search(r"\bstep \d+\b", message), message
@@ -434,19 +400,10 @@ def test_divergence_names_step_and_lr(tmp_path):
     assert set(load_npz(tmp_path / "run" / "weights.npz")) == {"0.W", "0.b", "2.W", "2.b"}
 
 
-def test_diverging_job_in_multirun_is_reported_and_sweep_goes_on(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "labnet", "-m", "tracking=none", "trainer.epochs=3", "optimizer=sgd",
-         "optimizer.lr=1e30,0.1"],
-        cwd=tmp_path,
-        env=labnet_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=120,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout
-    output = proc.stdout
+def test_diverging_job_in_multirun_is_reported_and_sweep_goes_on(tmp_path, cli):
+    proc = cli(tmp_path, "-m", "tracking=none", "trainer.epochs=3", "optimizer=sgd", "optimizer.lr=1e30,0.1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    output = proc.stdout + proc.stderr
     failed = re.search(r"^labnet: job 0 \[(.*)\] FAILED: (.*)$", output, re.MULTILINE)
     assert failed, output
     assert "optimizer.lr=1e+30" in failed.group(1)
@@ -477,24 +434,17 @@ LONG = (
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
+def uninterrupted(tmp_path_factory, cli):
     cwd = tmp_path_factory.mktemp("uninterrupted")
-    proc = labnet(*LONG, "hydra.run.dir=run", cwd=cwd)
+    proc = cli(cwd, *LONG, "hydra.run.dir=run")
     assert proc.returncode == 0, show(proc)
     return cwd / "run"
 
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
-def test_interrupt_writes_checkpoint_and_resume_is_bit_exact(tmp_path, uninterrupted, signum, code):
+def test_interrupt_writes_checkpoint_and_resume_is_bit_exact(tmp_path, uninterrupted, signum, code, cli, cli_start):
     out = tmp_path / "interrupted"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "labnet", *LONG, f"hydra.run.dir={out}"],
-        cwd=tmp_path,
-        env=labnet_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = cli_start(tmp_path, *LONG, f"hydra.run.dir={out}")
     try:
         deadline = time.monotonic() + 90
         while not (out / "checkpoint.npz").exists():
@@ -519,7 +469,7 @@ def test_interrupt_writes_checkpoint_and_resume_is_bit_exact(tmp_path, uninterru
     interrupted = result_of(out)
     assert interrupted["status"] == "KILLED"
 
-    resumed = labnet(*LONG, f"trainer.resume={checkpoint}", "hydra.run.dir=resumed", cwd=tmp_path)
+    resumed = cli(tmp_path, *LONG, f"trainer.resume={checkpoint}", "hydra.run.dir=resumed")
     assert resumed.returncode == 0, show(resumed)
     assert "finished after 20 epochs" in resumed.stdout
     expected, actual = load_npz(uninterrupted / "weights.npz"), load_npz(tmp_path / "resumed" / "weights.npz")
@@ -530,7 +480,7 @@ def test_interrupt_writes_checkpoint_and_resume_is_bit_exact(tmp_path, uninterru
     assert checkpoint.is_file()  # the checkpoint resumed from is kept
 
 
-def test_resume_refuses_pickled_npz(tmp_path):
+def test_resume_refuses_pickled_npz(tmp_path, cli):
     marker = tmp_path / "unpickled"
 
     class Payload:
@@ -539,7 +489,7 @@ def test_resume_refuses_pickled_npz(tmp_path):
 
     evil = tmp_path / "evil.npz"
     np.savez(evil, model=np.array([Payload()], dtype=object), epoch=np.asarray(1))
-    proc = labnet("tracking=none", "trainer.epochs=1", f"trainer.resume={evil}", cwd=tmp_path)
+    proc = cli(tmp_path, "tracking=none", "trainer.epochs=1", f"trainer.resume={evil}")
     assert proc.returncode != 0, show(proc)
     message = error_message(proc)
     assert "pickl" in message
@@ -582,8 +532,8 @@ def test_checkpoint_that_is_not_an_npz_is_named(tmp_path, content, words):
         assert word in message, message
 
 
-def test_resume_from_missing_checkpoint(tmp_path):
-    proc = labnet("tracking=none", "trainer.epochs=1", "trainer.resume=nowhere/checkpoint.npz", cwd=tmp_path)
+def test_resume_from_missing_checkpoint(tmp_path, cli):
+    proc = cli(tmp_path, "tracking=none", "trainer.epochs=1", "trainer.resume=nowhere/checkpoint.npz")
     assert proc.returncode != 0, show(proc)
     assert "nowhere/checkpoint.npz" in error_message(proc)
     assert TRACEBACK not in proc.stderr
@@ -592,10 +542,10 @@ def test_resume_from_missing_checkpoint(tmp_path):
 # --------------------------------------------------------------------------- determinism
 
 
-def test_same_seed_same_results_other_seed_other_results(tmp_path):
+def test_same_seed_same_results_other_seed_other_results(tmp_path, cli):
     base = ("tracking=none", "trainer.epochs=5", "model.dropout=0.2")
     for name, seed in (("a", 0), ("b", 0), ("c", 1)):
-        proc = labnet(*base, f"seed={seed}", f"hydra.run.dir={name}", cwd=tmp_path)
+        proc = cli(tmp_path, *base, f"seed={seed}", f"hydra.run.dir={name}")
         assert proc.returncode == 0, show(proc)
     a, b, c = (tmp_path / name for name in "abc")
     assert metrics_without_timing(result_of(a)) == metrics_without_timing(result_of(b))
@@ -668,9 +618,9 @@ def labnet_optimizers():
 """
 
 
-def test_clashing_plugin_names_both_distributions(tmp_path):
+def test_clashing_plugin_names_both_distributions(tmp_path, cli):
     site = fake_distribution(tmp_path / "site", "labnet_fakeclash", CLASH, "fakeclash")
-    proc = labnet("tracking=none", "trainer.epochs=1", cwd=tmp_path, path=(site,))
+    proc = cli(tmp_path, "tracking=none", "trainer.epochs=1", path=(site,))
     assert proc.returncode != 0, show(proc)
     message = error_message(proc)
     assert "'sgd'" in message and "labnet_fakeclash 0.1" in message and "labnet 0." in message
@@ -678,15 +628,10 @@ def test_clashing_plugin_names_both_distributions(tmp_path):
     assert TRACEBACK not in proc.stderr
 
 
-def test_blocking_a_clashing_plugin_lets_the_run_go_on(tmp_path):
+def test_blocking_a_clashing_plugin_lets_the_run_go_on(tmp_path, cli):
     site = fake_distribution(tmp_path / "site", "labnet_fakeclash", CLASH, "fakeclash")
-    proc = labnet(
-        "tracking=none",
-        "trainer.epochs=1",
-        "plugins.block=[fakeclash]",
-        "hydra.run.dir=run",
-        cwd=tmp_path,
-        path=(site,),
+    proc = cli(
+        tmp_path, "tracking=none", "trainer.epochs=1", "plugins.block=[fakeclash]", "hydra.run.dir=run", path=(site,)
     )
     assert proc.returncode == 0, show(proc)
     assert result_of(tmp_path / "run")["status"] == "FINISHED"

@@ -105,7 +105,7 @@ def sync(cli, cwd: Path, *folders: Path) -> subprocess.CompletedProcess:
 
 def test_runs_started_together_in_a_fresh_folder_each_keep_their_own_record(tmp_path, cli_start):
     lrs = ["0.01", "0.05", "0.02"]
-    procs = [cli_start(tmp_path, "trainer.epochs=3", f"optimizer.lr={lr}", *SPIRAL) for lr in lrs]
+    procs = [cli_start(tmp_path, "trainer.epochs=3", f"optimizer.lr={lr}", *SPIRAL, fresh_store=True) for lr in lrs]
     for proc in procs:
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err
@@ -128,9 +128,62 @@ def test_runs_started_together_in_a_fresh_folder_each_keep_their_own_record(tmp_
     assert_no_process_left(tmp_path)
 
 
+#: on PYTHONPATH, kills its process with SIGKILL in the middle of MLflow's schema migrations (after the third
+#: table a migration creates): a process killed while it creates a new store, at a moment that leaves the
+#: database half migrated
+KILLED_IN_MIGRATION = """
+import importlib
+import importlib.abc
+import os
+import signal
+import sys
+
+
+class KillInMigration(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "alembic.operations":
+            return None
+        sys.meta_path.remove(self)
+        module = importlib.import_module(name)
+        create_table, made = module.Operations.create_table, []
+
+        def counted(operations, *args, **kwargs):
+            table = create_table(operations, *args, **kwargs)
+            made.append(table)
+            if len(made) == 3:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return table
+
+        module.Operations.create_table = counted
+        return module.__spec__
+
+
+sys.meta_path.insert(0, KillInMigration())
+"""
+
+
+def test_a_store_whose_creation_was_killed_is_made_anew_by_the_next_sync(tmp_path, cli):
+    """MLflow builds a new store by migrating it in place: a sync killed meanwhile must not leave a half-made
+    database that every later sync fails on ('table registered_models already exists')."""
+    trained = cli(tmp_path, "trainer.epochs=3", "tracking.sync=later", *SPIRAL, fresh_store=True)
+    assert trained.returncode == 0, trained.stderr
+    assert not (tmp_path / "mlflow.db").exists(), "tracking.sync=later opens no store"
+    (folder,) = run_folders(tmp_path / "outputs")
+    killer = tmp_path / "killer"
+    killer.mkdir()
+    (killer / "sitecustomize.py").write_text(KILLED_IN_MIGRATION)
+    killed = cli(tmp_path, "sync", "--wait", str(folder), path=(killer,), fresh_store=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    again = cli(tmp_path, "sync", "--wait", str(folder), fresh_store=True)
+    assert again.returncode == 0, again.stderr
+    (run,) = all_runs(store(tmp_path))
+    assert run.info.status == "FINISHED" and metric_steps(store(tmp_path), run.info.run_id) == [1, 2, 3]
+    assert not [*tmp_path.glob(".*partial*")], "the half-made store is gone"
+
+
 def test_sweeps_started_together_keep_their_jobs_apart(tmp_path, cli_start):
     sweeps = [
-        cli_start(tmp_path, "-m", f"optimizer.lr={a},{b}", "trainer.epochs=2", *SPIRAL)
+        cli_start(tmp_path, "-m", f"optimizer.lr={a},{b}", "trainer.epochs=2", *SPIRAL, fresh_store=True)
         for a, b in (("0.01", "0.02"), ("0.03", "0.04"))
     ]
     for proc in sweeps:

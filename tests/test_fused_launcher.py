@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,12 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 FUSED = "hydra/launcher=labnet_fused"
 
 
-def labnet(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    proc = subprocess.run(
-        [sys.executable, "-m", "labnet", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
-    )
+def succeeded(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
@@ -51,7 +44,7 @@ def child_runs(uri: str, experiment: str):
 
 
 @pytest.mark.slow
-def test_fused_sweep_records_every_member_as_the_basic_launcher_records_its_job(tmp_path):
+def test_fused_sweep_records_every_member_as_the_basic_launcher_records_its_job(tmp_path, cli):
     grid = [
         "-m",
         "+experiment=mnist_two_layer",
@@ -62,9 +55,9 @@ def test_fused_sweep_records_every_member_as_the_basic_launcher_records_its_job(
     ]
     fused, basic = tmp_path / "fused", tmp_path / "basic"
     fused.mkdir(), basic.mkdir()
-    out = labnet(fused, *grid, FUSED, "tracking.uri=sqlite:///mlflow.db").stdout
+    out = succeeded(cli(fused, *grid, FUSED, "tracking.uri=sqlite:///mlflow.db")).stdout
     assert "4 jobs: 4 in 1 fused group" in out
-    labnet(basic, *grid, "tracking.uri=sqlite:///mlflow.db")  # (each folder its own store)
+    succeeded(cli(basic, *grid, "tracking.uri=sqlite:///mlflow.db"))  # (each folder its own store)
 
     got, want = results(fused), results(basic)
     assert sorted(got) == sorted(want) == [0, 1, 2, 3]
@@ -95,16 +88,24 @@ def test_fused_sweep_records_every_member_as_the_basic_launcher_records_its_job(
         assert sorted(int(r["job"]) for r in rows) == [0, 1, 2, 3]
         assert all(r.get("status", "FINISHED") == "FINISHED" for r in rows)  # (a constant column is left out)
 
-    again = labnet(fused, *grid, FUSED, "tracking.uri=sqlite:///mlflow.db").stdout
+    again = succeeded(cli(fused, *grid, FUSED, "tracking.uri=sqlite:///mlflow.db")).stdout
     assert "jobs 0-3 run alone: already finished: skipped" in again
     assert "4 of 4 jobs already finished, skipped" in again
     assert len(child_runs(f"sqlite:///{fused / 'mlflow.db'}", "mnist")[1]) == 4, "nothing trained again"
 
 
-def test_a_diverging_member_fails_alone_and_the_others_finish(tmp_path):
+def test_a_diverging_member_fails_alone_and_the_others_finish(tmp_path, cli):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    proc = labnet(
-        tmp_path, "-m", "optimizer=sgd", "optimizer.lr=0.1,1e30,0.5", "trainer.epochs=3", FUSED, f"tracking.uri={uri}"
+    proc = succeeded(
+        cli(
+            tmp_path,
+            "-m",
+            "optimizer=sgd",
+            "optimizer.lr=0.1,1e30,0.5",
+            "trainer.epochs=3",
+            FUSED,
+            f"tracking.uri={uri}",
+        )
     )
     assert "3 jobs: 3 in 1 fused group" in proc.stdout
     got = results(tmp_path)
@@ -118,7 +119,7 @@ def test_a_diverging_member_fails_alone_and_the_others_finish(tmp_path):
     assert np.isfinite(load_npz(job_folders(tmp_path)[0] / "weights.npz")["0.W"]).all()
 
 
-def test_float64_member_checkpoints_equal_the_basic_launchers_and_early_stopping_stops_a_member_alone(tmp_path):
+def test_float64_member_checkpoints_equal_the_basic_launchers_and_early_stopping_stops_a_member_alone(tmp_path, cli):
     grid = [
         "-m",
         "optimizer=sgd,adam",
@@ -130,8 +131,8 @@ def test_float64_member_checkpoints_equal_the_basic_launchers_and_early_stopping
     ]
     fused, basic = tmp_path / "fused", tmp_path / "basic"
     fused.mkdir(), basic.mkdir()
-    labnet(fused, *grid, FUSED)
-    labnet(basic, *grid)
+    succeeded(cli(fused, *grid, FUSED))
+    succeeded(cli(basic, *grid))
     got, want = results(fused), results(basic)
     assert {len(r["history"]) for r in want.values()} != {6}, "some job stops early (else this proves nothing)"
     for job in want:
@@ -147,8 +148,8 @@ def test_float64_member_checkpoints_equal_the_basic_launchers_and_early_stopping
                 assert str(a[key]) == str(b[key]) if b[key].ndim == 0 else np.array_equal(a[key], b[key]), key
 
 
-def test_jobs_that_cannot_fuse_run_alone_and_say_why(tmp_path):
-    proc = labnet(tmp_path, "-m", "trainer.epochs=1,2", "optimizer.lr=0.01", FUSED, "tracking=none")
+def test_jobs_that_cannot_fuse_run_alone_and_say_why(tmp_path, cli):
+    proc = succeeded(cli(tmp_path, "-m", "trainer.epochs=1,2", "optimizer.lr=0.01", FUSED, "tracking=none"))
     assert "2 jobs: 0 in 0 fused groups, 2 alone" in proc.stdout
     assert "job 0 runs alone: it differs from the nearest job, 1, in trainer.epochs=1 (job 1: 2)" in proc.stdout
     got = results(tmp_path)
@@ -156,21 +157,12 @@ def test_jobs_that_cannot_fuse_run_alone_and_say_why(tmp_path):
     assert [len(got[j]["history"]) for j in (0, 1)] == [1, 2]
 
 
-def test_an_interrupted_fused_sweep_ends_its_members_killed_and_the_same_command_resumes_them(tmp_path):
+def test_an_interrupted_fused_sweep_ends_its_members_killed_and_the_same_command_resumes_them(tmp_path, cli, cli_start):
     import signal
     import time
 
     sweep = ["-m", "optimizer.lr=0.01,0.02", "trainer.epochs=1500", FUSED, "tracking.uri=sqlite:///mlflow.db"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "labnet", *sweep],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = cli_start(tmp_path, *sweep)
     deadline = time.time() + 300
     while time.time() < deadline and len(list(tmp_path.glob("multirun/*/*/*/checkpoint.npz"))) < 2:
         time.sleep(0.2)
@@ -185,7 +177,7 @@ def test_an_interrupted_fused_sweep_ends_its_members_killed_and_the_same_command
     saved = {j: int(load_npz(job_folders(tmp_path)[j] / "checkpoint.npz")["epoch"]) for j in (0, 1)}
     assert all(len(first[j]["history"]) - 1 <= saved[j] <= len(first[j]["history"]) for j in (0, 1))
 
-    again = labnet(tmp_path, *sweep)
+    again = succeeded(cli(tmp_path, *sweep))
     assert "jobs 0-1 run alone: killed earlier: resumes from its checkpoint" in again.stdout
     assert "resumed from epoch" in again.stdout and "2 trained" in again.stdout
     _, runs = child_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "spiral")

@@ -13,7 +13,7 @@ import pytest
 
 mlflow = pytest.importorskip("mlflow")
 
-from tests.test_tracking import labnet, runs_of  # noqa: E402
+from tests.test_tracking import runs_of  # noqa: E402
 
 
 @pytest.fixture
@@ -25,8 +25,8 @@ def logged_models(client, run):
     return client.search_logged_models([run.info.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'")
 
 
-def test_mnist_model_is_a_logged_model_with_signature_example_and_input_checks(tmp_path, store):
-    proc = labnet(tmp_path, "+experiment=mnist_two_layer", "trainer.epochs=1", f"tracking.uri={store}")
+def test_mnist_model_is_a_logged_model_with_signature_example_and_input_checks(tmp_path, store, cli):
+    proc = cli(tmp_path, "+experiment=mnist_two_layer", "trainer.epochs=1", f"tracking.uri={store}")
     assert proc.returncode == 0, proc.stderr
     client, (run,) = runs_of(store, "mnist")
     (model,) = logged_models(client, run)
@@ -58,12 +58,12 @@ def test_mnist_model_is_a_logged_model_with_signature_example_and_input_checks(t
         loaded.predict(np.zeros((2, 100), np.float32))
 
 
-def test_model_is_logged_once_however_often_the_run_is_synced(tmp_path, store):
-    proc = labnet(tmp_path, "trainer.epochs=2", f"tracking.uri={store}")
+def test_model_is_logged_once_however_often_the_run_is_synced(tmp_path, store, cli):
+    proc = cli(tmp_path, "trainer.epochs=2", f"tracking.uri={store}")
     assert proc.returncode == 0, proc.stderr
     folder = next(tmp_path.glob("outputs/*/*/journal.jsonl")).parent
     (folder / ".sync.json").unlink()  # as if MLflow had never heard of it: everything is sent again
-    again = labnet(tmp_path, "sync", str(folder))
+    again = cli(tmp_path, "sync", str(folder))
     assert again.returncode == 0, again.stderr
     client, (run,) = runs_of(store)
     (model,) = logged_models(client, run)
@@ -73,16 +73,16 @@ def test_model_is_logged_once_however_often_the_run_is_synced(tmp_path, store):
     assert inputs.shape == (-1, 2) and "range" not in info.metadata["input"], "spiral points are not scaled"
 
 
-def test_failed_run_logs_no_model(tmp_path, store):
-    proc = labnet(tmp_path, "trainer.epochs=3", "optimizer=sgd", "optimizer.lr=1e30", f"tracking.uri={store}")
+def test_failed_run_logs_no_model(tmp_path, store, cli):
+    proc = cli(tmp_path, "trainer.epochs=3", "optimizer=sgd", "optimizer.lr=1e30", f"tracking.uri={store}")
     assert proc.returncode != 0
     client, (run,) = runs_of(store)
     assert run.info.status == "FAILED"
     assert not logged_models(client, run) and not run.outputs.model_outputs
 
 
-def test_sweep_parent_run_names_the_best_job_and_summary_is_best_first(tmp_path, store):
-    proc = labnet(
+def test_sweep_parent_run_names_the_best_job_and_summary_is_best_first(tmp_path, store, cli):
+    proc = cli(
         tmp_path, "-m", "trainer.epochs=3", "optimizer=sgd,adam", "optimizer.lr=0.01,0.1", f"tracking.uri={store}"
     )
     assert proc.returncode == 0, proc.stderr
@@ -153,8 +153,8 @@ def test_replicate_summary_of_a_loss_objective_puts_the_lowest_first():
     assert [g["optimizer.lr"] for g in replicate_groups(rows, params, "val_accuracy")] == ["0.1", "0.01", "1.0"]
 
 
-def test_charts_lead_with_the_main_metrics_and_no_job_log_file_is_left_empty(tmp_path, store):
-    proc = labnet(tmp_path, "trainer.epochs=2", "tracking.log_every=4", f"tracking.uri={store}")
+def test_charts_lead_with_the_main_metrics_and_no_job_log_file_is_left_empty(tmp_path, store, cli):
+    proc = cli(tmp_path, "trainer.epochs=2", "tracking.log_every=4", f"tracking.uri={store}")
     assert proc.returncode == 0, proc.stderr
     client, (run,) = runs_of(store)
     names = set(run.data.metrics)

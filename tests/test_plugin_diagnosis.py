@@ -5,9 +5,6 @@ A plugin made only of hooks is listed with them."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +12,8 @@ import pytest
 import labnet
 from labnet.errors import PluginError
 from labnet.plugins import Provider, Registry, code_versions, get_plugin_manager
+
+pytestmark = pytest.mark.xdist_group("plugin-diagnosis")  # one worker: plugins pip-installed once
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ["labnet-testplugin", "labnet-clashplugin", "labnet-badhook", "labnet-hooksonly"]
@@ -26,13 +25,8 @@ def troubled(tmp_path_factory, install_test_plugins):
         yield target
 
 
-def labnet_cli(target: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), str(REPO)])}
-    return subprocess.run([sys.executable, "-m", "labnet", *args], capture_output=True, text=True, env=env, timeout=300)
-
-
-def test_labnet_plugins_lists_everything_and_one_line_per_problem(troubled):
-    result = labnet_cli(troubled, "plugins")
+def test_labnet_plugins_lists_everything_and_one_line_per_problem(troubled, tmp_path, cli):
+    result = cli(tmp_path, "plugins", path=(troubled,))
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "Traceback" not in out + result.stderr
@@ -50,8 +44,8 @@ def test_labnet_plugins_lists_everything_and_one_line_per_problem(troubled):
     assert hooks_only[1:] == ["labnet-hooksonly", "0.4.0", "labnet_run_end"], hooks_only
 
 
-def test_labnet_plugins_json_has_plugins_with_hooks_and_the_problems(troubled):
-    result = labnet_cli(troubled, "plugins", "--json")
+def test_labnet_plugins_json_has_plugins_with_hooks_and_the_problems(troubled, tmp_path, cli):
+    result = cli(tmp_path, "plugins", "--json", path=(troubled,))
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     plugins = {p["plugin"]: p for p in data["plugins"]}
@@ -61,8 +55,8 @@ def test_labnet_plugins_json_has_plugins_with_hooks_and_the_problems(troubled):
     assert stages == {"badhook": "hooks", "clashplugin": "register"}
 
 
-def test_labnet_plugins_check_fails_the_problems_in_one_line_and_checks_the_rest(troubled):
-    result = labnet_cli(troubled, "plugins", "check")
+def test_labnet_plugins_check_fails_the_problems_in_one_line_and_checks_the_rest(troubled, tmp_path, cli):
+    result = cli(tmp_path, "plugins", "check", path=(troubled,))
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stdout + result.stderr
     failed = [line for line in result.stdout.splitlines() if line.split()[-1:] == ["FAIL"]]
@@ -72,8 +66,8 @@ def test_labnet_plugins_check_fails_the_problems_in_one_line_and_checks_the_rest
     assert all("\n    " not in d.split("\n", 1)[0] for d in detail)
 
 
-def test_python_m_labnet_stops_on_the_bad_hook_with_one_line(troubled):
-    result = labnet_cli(troubled, "trainer.epochs=1", "plugins.block=[clashplugin]")
+def test_python_m_labnet_stops_on_the_bad_hook_with_one_line(troubled, tmp_path, cli):
+    result = cli(tmp_path, "trainer.epochs=1", "plugins.block=[clashplugin]", path=(troubled,))
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "badhook" in lines[0] and "'epochs'" in lines[0], result.stderr

@@ -11,12 +11,8 @@ killed session would break every other ``get_registry()``. Entry-point discovery
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
-import os
 import re
-import subprocess
 import sys
 import types
 from importlib import metadata
@@ -31,6 +27,8 @@ from labnet.nn.gradcheck import gradcheck
 from labnet.nn.layers import Affine
 from labnet.nn.model import Sequential
 from labnet.plugins import DEFAULT_PLUGINS, Provider, Registry, get_plugin_manager, get_registry
+
+pytestmark = pytest.mark.xdist_group("plugins")  # one worker: plugins pip-installed once
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -259,17 +257,8 @@ def test_a_name_clash_names_both_distributions(tmp_path, install_test_plugins):
 # --------------------------------------------------------------------------- `labnet plugins`
 
 
-def _run_labnet_plugins(target: Path, *args: str) -> subprocess.CompletedProcess:
-    if importlib.util.find_spec("labnet.__main__") is None:
-        pytest.skip("labnet/__main__.py does not exist yet")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), str(REPO), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run(
-        [sys.executable, "-m", "labnet", "plugins", *args], capture_output=True, text=True, env=env, timeout=120
-    )
-
-
-def test_labnet_plugins_lists_every_component_with_its_provider(builtin_components, installed_plugins, tmp_path):
-    result = _run_labnet_plugins(installed_plugins)
+def test_labnet_plugins_lists_every_component_with_its_provider(builtin_components, installed_plugins, tmp_path, cli):
+    result = cli(tmp_path, "plugins", path=(installed_plugins,))
     assert result.returncode == 0, result.stderr
     rows = [line.split() for line in result.stdout.splitlines()]
 
@@ -287,8 +276,8 @@ def test_labnet_plugins_lists_every_component_with_its_provider(builtin_componen
     assert "labnet-brokenplugin" in output and "labnet-missing-dependency" in output, output
 
 
-def test_labnet_plugins_json(builtin_components, installed_plugins):
-    result = _run_labnet_plugins(installed_plugins, "--json")
+def test_labnet_plugins_json(builtin_components, installed_plugins, tmp_path, cli):
+    result = cli(tmp_path, "plugins", "--json", path=(installed_plugins,))
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     listed = {(c["kind"], c["name"]): c["distribution"] for c in data["components"]}

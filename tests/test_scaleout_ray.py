@@ -23,6 +23,8 @@ from omegaconf import OmegaConf
 mlflow = pytest.importorskip("mlflow")
 from mlflow.tracking import MlflowClient  # noqa: E402
 
+pytestmark = pytest.mark.xdist_group("ray")  # one worker: one Ray head per module
+
 REPO = Path(__file__).resolve().parents[1]
 INSTALL = "pip install -e '.[ray]' (hydra-ray-launcher 1.2.2 with Ray 2.x)"
 
@@ -115,15 +117,7 @@ def _stop_group(pgid: int, grace: float = 5.0) -> None:
         pass
 
 
-def labnet(cwd: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        [sys.executable, "-m", "labnet", *args],
-        cwd=cwd,
-        env=_driver_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+def succeeded(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
 
@@ -138,17 +132,20 @@ def _runs(uri: str):
     return client, parents, children
 
 
-def test_grid_sweep_on_ray_is_one_parent_with_a_finished_child_per_job(tmp_path, ray_head):
+def test_grid_sweep_on_ray_is_one_parent_with_a_finished_child_per_job(tmp_path, ray_head, cli):
     # the defaults a user gets: a relative store and the default sweep folder, both in the driver's folder
-    proc = labnet(
-        tmp_path,
-        "-m",
-        "hydra/launcher=labnet_ray",
-        f"hydra.launcher.ray.init.address={ray_head['address']}",
-        "trainer.epochs=3",
-        "optimizer=sgd,adam",
-        "optimizer.lr=0.01,0.1",
-        "tracking.uri=sqlite:///mlflow.db",
+    proc = succeeded(
+        cli(
+            tmp_path,
+            "-m",
+            "hydra/launcher=labnet_ray",
+            f"hydra.launcher.ray.init.address={ray_head['address']}",
+            "trainer.epochs=3",
+            "optimizer=sgd,adam",
+            "optimizer.lr=0.01,0.1",
+            "tracking.uri=sqlite:///mlflow.db",
+            **RAY_ENV,
+        )
     )
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     (sweep_dir,) = (tmp_path / "multirun").glob("*/*")
@@ -191,19 +188,22 @@ def test_grid_sweep_on_ray_is_one_parent_with_a_finished_child_per_job(tmp_path,
     assert not list(ray_head["head_dir"].glob("**/result.json")), "nothing written where `ray start` ran"
 
 
-def test_optuna_sweeper_gets_each_jobs_objective_over_ray(tmp_path, ray_head):
+def test_optuna_sweeper_gets_each_jobs_objective_over_ray(tmp_path, ray_head, cli):
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     sweep_dir = tmp_path / "optuna"
-    proc = labnet(
-        tmp_path,
-        "+experiment=optuna_lr",
-        "hydra/launcher=labnet_ray",
-        f"hydra.launcher.ray.init.address={ray_head['address']}",
-        "hydra.sweeper.n_trials=2",
-        "hydra.sweeper.n_jobs=2",
-        "trainer.epochs=3",
-        f"tracking.uri={store}",
-        f"hydra.sweep.dir={sweep_dir}",
+    proc = succeeded(
+        cli(
+            tmp_path,
+            "+experiment=optuna_lr",
+            "hydra/launcher=labnet_ray",
+            f"hydra.launcher.ray.init.address={ray_head['address']}",
+            "hydra.sweeper.n_trials=2",
+            "hydra.sweeper.n_jobs=2",
+            "trainer.epochs=3",
+            f"tracking.uri={store}",
+            f"hydra.sweep.dir={sweep_dir}",
+            **RAY_ENV,
+        )
     )
     _, parents, children = _runs(store)
     assert len(parents) == 1 and len(children) == 2

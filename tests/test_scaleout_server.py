@@ -26,6 +26,8 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 
 from labnet.tracking.metric_names import mlflow_metric_name  # noqa: E402
 
+pytestmark = pytest.mark.xdist_group("server")  # one worker: one MLflow server per module
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "tracking_server.sh"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

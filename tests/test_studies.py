@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,20 +19,14 @@ from labnet.errors import ConfigError
 REPO = Path(__file__).resolve().parents[1]
 
 
-def labnet(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.run(
-        [sys.executable, "-m", "labnet", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
-    )
-
-
-def run_study(tmp_path: Path, name: str, *overrides: str, tracking: str = "tracking=none") -> tuple[Path, list[dict]]:
+def run_study(
+    cli, tmp_path: Path, name: str, *overrides: str, tracking: str = "tracking=none"
+) -> tuple[Path, list[dict]]:
     """Run the experiment in one process and return its sweep folder and table."""
     joblib = "override /hydra/launcher: joblib" in (REPO / "experiments" / f"{name}.yaml").read_text()
     sequential = ["hydra.launcher.n_jobs=1"] if joblib else []  # joblib runs one job at a time in-process
     # one BLAS thread: on a busy machine two threads per job are several times slower
-    proc = labnet(tmp_path, f"+experiment={name}", *sequential, "trainer.threads=1", tracking, *overrides)
+    proc = cli(tmp_path, f"+experiment={name}", *sequential, "trainer.threads=1", tracking, *overrides)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "the plot failed" not in proc.stderr, proc.stderr[-3000:]
     (sweep_dir,) = {p.parent for p in tmp_path.glob(f"multirun/*/*/{name}.png")}
@@ -51,12 +42,12 @@ def by_label(rows: list[dict]) -> dict[str, dict]:
 # --------------------------------------------------------------------------- the experiments
 
 
-def test_optimizer_paths_logged_on_the_parent_run(tmp_path):
+def test_optimizer_paths_logged_on_the_parent_run(tmp_path, cli):
     """Full size (30 steps): the SGD path is the book's update written out, and the plot is on the parent run."""
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    sweep_dir, rows = run_study(tmp_path, "optimizer_paths", tracking=f"tracking.uri={uri}")
+    sweep_dir, rows = run_study(cli, tmp_path, "optimizer_paths", tracking=f"tracking.uri={uri}")
     assert [r["label"] for r in rows] == ["SGD", "Momentum", "AdaGrad", "Adam"]
     assert [float(r["lr"]) for r in rows] == [0.95, 0.1, 1.5, 0.3]
     for row in rows:
@@ -81,8 +72,8 @@ def test_optimizer_paths_logged_on_the_parent_run(tmp_path):
     assert parent.info.status == "FINISHED"
 
 
-def test_optimizer_compare_mnist_sgd_is_slowest(tmp_path):
-    _, rows = run_study(
+def test_optimizer_compare_mnist_sgd_is_slowest(tmp_path, cli):
+    _, rows = run_study(cli,
         tmp_path, "optimizer_compare_mnist", "dataset.train_size=1280", "dataset.val_size=500", "trainer.epochs=4",
         "study.smooth=5", "study.tail=10",
     )  # fmt: skip
@@ -92,8 +83,8 @@ def test_optimizer_compare_mnist_sgd_is_slowest(tmp_path):
     assert losses["SGD"] > 1.5 * max(v for k, v in losses.items() if k != "SGD"), losses
 
 
-def test_weight_init_compare_std_001_does_not_learn(tmp_path):
-    _, rows = run_study(
+def test_weight_init_compare_std_001_does_not_learn(tmp_path, cli):
+    _, rows = run_study(cli,
         tmp_path, "weight_init_compare", "dataset.train_size=1280", "dataset.val_size=500", "trainer.epochs=4",
         "study.smooth=5", "study.tail=10",
     )  # fmt: skip
@@ -103,8 +94,8 @@ def test_weight_init_compare_std_001_does_not_learn(tmp_path):
     assert float(rows["He"]["final_loss"]) < float(rows["std=0.01"]["final_loss"]) - 0.15  # He has started
 
 
-def test_batchnorm_compare_learns_where_the_plain_net_does_not_and_survives_a_diverged_job(tmp_path):
-    _, rows = run_study(
+def test_batchnorm_compare_learns_where_the_plain_net_does_not_and_survives_a_diverged_job(tmp_path, cli):
+    _, rows = run_study(cli,
         tmp_path, "batchnorm_compare", "model.init=1.0,0.01", "dataset.train_size=500", "dataset.val_size=500",
         "trainer.epochs=4",
     )  # fmt: skip
@@ -118,16 +109,18 @@ def test_batchnorm_compare_learns_where_the_plain_net_does_not_and_survives_a_di
 @pytest.mark.parametrize(
     "name, label", [("overfit_weight_decay", "weight decay λ=0.1"), ("overfit_dropout", "dropout 0.2")]
 )
-def test_overfit_studies_table_the_gap(tmp_path, name, label):
-    sweep_dir, rows = run_study(tmp_path, name, "dataset.train_size=100", "dataset.val_size=300", "trainer.epochs=5")
+def test_overfit_studies_table_the_gap(tmp_path, name, label, cli):
+    sweep_dir, rows = run_study(
+        cli, tmp_path, name, "dataset.train_size=100", "dataset.val_size=300", "trainer.epochs=5"
+    )
     assert [r["label"] for r in rows][1] == label and len(rows) == 2
     for row in rows:
         assert int(row["epochs"]) == 5
         assert float(row["gap"]) == pytest.approx(float(row["train_accuracy"]) - float(row["val_accuracy"]), abs=1e-4)
 
 
-def test_hparam_search_ranks_every_trial(tmp_path):
-    _, rows = run_study(
+def test_hparam_search_ranks_every_trial(tmp_path, cli):
+    _, rows = run_study(cli,
         tmp_path, "hparam_search", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=1", "dataset.train_size=200",
         "trainer.epochs=2",
     )  # fmt: skip

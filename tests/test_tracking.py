@@ -19,15 +19,6 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 
 
-def labnet(cwd: Path, *args: str, timeout: int = 300, env_extra: dict | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    env.update(env_extra or {})
-    return subprocess.run(
-        [sys.executable, "-m", "labnet", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
-
-
 def runs_of(uri: str, experiment: str = "spiral"):
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
@@ -40,8 +31,8 @@ def store(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'mlflow.db'}"
 
 
-def test_single_run_logs_params_metrics_artifacts_and_model(tmp_path, store):
-    proc = labnet(tmp_path, "trainer.epochs=4", "tracking.log_every=5", f"tracking.uri={store}")
+def test_single_run_logs_params_metrics_artifacts_and_model(tmp_path, store, cli):
+    proc = cli(tmp_path, "trainer.epochs=4", "tracking.log_every=5", f"tracking.uri={store}")
     assert proc.returncode == 0, proc.stderr
     client, runs = runs_of(store)
     assert len(runs) == 1
@@ -77,16 +68,16 @@ def test_single_run_logs_params_metrics_artifacts_and_model(tmp_path, store):
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
 
 
-def test_default_uri_is_mlflows_default_in_the_working_folder(tmp_path):
-    proc = labnet(tmp_path, "trainer.epochs=2")
+def test_default_uri_is_mlflows_default_in_the_working_folder(tmp_path, cli):
+    proc = cli(tmp_path, "trainer.epochs=2")
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "mlflow.db").is_file(), "plain `mlflow ui` in this folder must find the runs"
     _, runs = runs_of(f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
 
 
-def test_parallel_joblib_sweep_loses_nothing(tmp_path, store):
-    proc = labnet(
+def test_parallel_joblib_sweep_loses_nothing(tmp_path, store, cli):
+    proc = cli(
         tmp_path,
         "-m",
         "trainer.epochs=3",
@@ -123,15 +114,8 @@ def test_parallel_joblib_sweep_loses_nothing(tmp_path, store):
     assert len(lines) == 5 and "optimizer.lr" in lines[0] and "objective" in lines[0]
 
 
-def test_failed_job_is_failed_in_mlflow_and_the_sweep_goes_on(tmp_path, store):
-    proc = labnet(
-        tmp_path,
-        "-m",
-        "trainer.epochs=3",
-        "optimizer=sgd",
-        "optimizer.lr=0.1,1e30",
-        f"tracking.uri={store}",
-    )
+def test_failed_job_is_failed_in_mlflow_and_the_sweep_goes_on(tmp_path, store, cli):
+    proc = cli(tmp_path, "-m", "trainer.epochs=3", "optimizer=sgd", "optimizer.lr=0.1,1e30", f"tracking.uri={store}")
     assert proc.returncode == 0, proc.stderr
     assert "FAILED" in proc.stderr and "optimizer.lr=1e+30" in proc.stderr
     _, runs = runs_of(store)
@@ -144,17 +128,17 @@ def test_failed_job_is_failed_in_mlflow_and_the_sweep_goes_on(tmp_path, store):
     assert parent.info.status == "FINISHED" and parent.data.tags["labnet.failed_jobs"] == "1"
 
 
-def test_unreachable_server_fails_before_training(tmp_path, free_port):
+def test_unreachable_server_fails_before_training(tmp_path, free_port, cli):
     uri = f"http://127.0.0.1:{free_port()}"
-    proc = labnet(tmp_path, "trainer.epochs=2", f"tracking.uri={uri}")
+    proc = cli(tmp_path, "trainer.epochs=2", f"tracking.uri={uri}")
     assert proc.returncode != 0
     assert uri in proc.stderr and "cannot be reached" in proc.stderr and "Traceback" not in proc.stderr
     assert not list(tmp_path.glob("outputs/*/*/checkpoint.npz")), "no training before the store is reachable"
 
 
-def test_unreachable_server_with_on_error_warn_trains_and_keeps_metrics(tmp_path, free_port):
+def test_unreachable_server_with_on_error_warn_trains_and_keeps_metrics(tmp_path, free_port, cli):
     uri = f"http://127.0.0.1:{free_port()}"
-    proc = labnet(tmp_path, "trainer.epochs=3", f"tracking.uri={uri}", "tracking.on_error=warn")
+    proc = cli(tmp_path, "trainer.epochs=3", f"tracking.uri={uri}", "tracking.on_error=warn")
     assert proc.returncode == 0, proc.stderr
     assert "warning" in proc.stderr and "labnet sync" in proc.stderr
     folder = next(tmp_path.glob("outputs/*/*/journal.jsonl")).parent
@@ -215,17 +199,17 @@ def test_killed_training_process_leaves_its_run_killed_not_running(tmp_path, sto
     assert client.get_metric_history(run.info.run_id, "val_accuracy"), "what was logged is kept"
 
 
-def test_sweep_summary_reads_jobs_from_mlflow_when_their_files_are_elsewhere(tmp_path, store):
+def test_sweep_summary_reads_jobs_from_mlflow_when_their_files_are_elsewhere(tmp_path, store, cli):
     """Ray jobs on machines without a shared disk leave result.json where they ran: the parent's
     summary and the sweep's report come from the child runs in MLflow instead."""
-    proc = labnet(
+    proc = cli(
         tmp_path,
         "-m",
         "trainer.epochs=2",
         "optimizer=sgd,adam",
         f"tracking.uri={store}",
         f"hydra.sweep.dir={tmp_path / 'sweep'}",
-        "hydra.sweep.subdir=../elsewhere/${hydra.job.num}",  # outside the sweep folder the driver reads
+        "hydra.sweep.subdir=../elsewhere/${hydra.job.num}",
     )
     assert proc.returncode == 0, proc.stderr
     assert not list((tmp_path / "sweep").glob("*/result.json"))
@@ -248,10 +232,10 @@ def test_sweep_summary_reads_jobs_from_mlflow_when_their_files_are_elsewhere(tmp
         assert float(row["objective"]) == pytest.approx(children[row["job"]].data.metrics["best_val_accuracy"])
 
 
-def test_eval_test_logs_the_test_split_every_epoch_once(tmp_path, store):
+def test_eval_test_logs_the_test_split_every_epoch_once(tmp_path, store, cli):
     """trainer.eval_test gives the book's per-epoch train/test curves: one test point per epoch, none twice."""
     args = ["+experiment=mnist_two_layer", "trainer.epochs=3", "trainer.eval_test=true", f"tracking.uri={store}"]
-    proc = labnet(tmp_path, *args)
+    proc = cli(tmp_path, *args)
     assert proc.returncode == 0, proc.stderr
     client, (run,) = runs_of(store, "mnist")
     history = client.get_metric_history(run.info.run_id, "test_accuracy")

@@ -19,6 +19,8 @@ What a hook can read of ``run``:
   ``run.registry`` and ``run.manager``: the components and plugins of this process;
 - ``run.run_key``: the run's identity in its journal and its MLflow mirror, kept across resumes;
   ``run.config_hash``: what makes two sweep jobs the same; ``run.resumed_from_epoch``;
+  ``run.journal``: the run's journal (:class:`labnet.record.journal.Journal`); ``run.hydra``: Hydra's
+  runtime config, when Hydra runs it;
 - where it stands: ``run.epoch``, ``run.step``, ``run.history`` (one metrics dict per epoch),
   ``run.step_numbers`` / ``run.step_losses`` (the last epoch's steps), ``run.objective_metric``,
   ``run.best_objective``, ``run.best_epoch``;
@@ -149,7 +151,7 @@ def labnet_configure(cfg) -> None:
 def labnet_run_start(run, cfg, model) -> None:
     """Called once before the first epoch, after the model is built.
 
-    :param run: the run being trained (``run.name``, ``run.output_dir``, ``run.state``).
+    :param run: the run being trained (``run.name``, ``run.output_dir``, ``run.info``).
     :param cfg: the composed config (an OmegaConf ``DictConfig``).
     :param model: the model about to be trained.
     """
@@ -221,6 +223,7 @@ def labnet_sweep_start(sweep) -> None:
 def labnet_sweep_end(sweep, results) -> None:
     """Called in the launching process after the last job of a multirun ended.
 
+    :param sweep: the sweep (``sweep.id``, ``sweep.dir``, ``sweep.cfg``), as ``labnet_sweep_start`` saw it.
     :param results: one dict per job: its overrides, status and objective, read from the
         jobs' ``result.json``; the MLflow tracker (called first) adds, in place, the jobs
         whose file stayed on another machine, from their MLflow runs.

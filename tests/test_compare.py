@@ -15,9 +15,9 @@ mlflow = pytest.importorskip("mlflow")
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from labnet.cli.compare.command import compare_command  # noqa: E402
-from labnet.cli.compare.formats import format_rows  # noqa: E402
-from labnet.cli.compare.plot import choose_axes  # noqa: E402
-from labnet.cli.compare.records import build_rows, sort_rows, varying_params  # noqa: E402
+from labnet.compare.formats import format_rows  # noqa: E402
+from labnet.compare.plot import choose_axes  # noqa: E402
+from labnet.compare.rows import build_rows, sort_rows, varying_params  # noqa: E402
 
 pytestmark = pytest.mark.xdist_group("compare")  # one worker: its stores are made once per module
 

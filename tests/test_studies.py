@@ -145,7 +145,7 @@ def test_a_study_with_an_unknown_plot_fails_naming_the_kinds():
 
 
 def test_mnist_subset_draws_a_seeded_training_subset():
-    from labnet.studies_components import MnistSubset
+    from labnet.studies.components import MnistSubset
 
     a = MnistSubset(train_size=300, val_size=1000).load(np.random.default_rng(3))
     b = MnistSubset(train_size=300, val_size=1000).load(np.random.default_rng(3))
@@ -173,7 +173,8 @@ def test_a_skipped_job_is_drawn_from_its_earlier_output_folder(tmp_path, monkeyp
 def test_a_plot_that_fails_is_a_warning_not_the_end_of_the_sweep(tmp_path, monkeypatch, capsys):
     from omegaconf import OmegaConf
 
-    from labnet import studies, studies_plots
+    from labnet import studies
+    from labnet.studies import plots as studies_plots
     from labnet.sweeps.callback import Sweep
 
     def broken(study, jobs, folder):

@@ -4,7 +4,6 @@ folder, as data a notebook works with (pandas tables, the trained model, figures
 from __future__ import annotations
 
 import json
-import math
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -146,13 +145,13 @@ class SweepReport:
         """One row per job, as ``labnet compare --format csv`` prints them."""
         import pandas as pd
 
-        from labnet.cli.compare.formats import columns
+        from labnet.compare.formats import columns
 
         return pd.DataFrame(self.rows, columns=columns(self.rows, self.params, "csv"))
 
     def plot(self, title: str | None = None):
         """The objective against the learning rate, one line per optimizer (``labnet compare --plot``)."""
-        from labnet.cli.compare.plot import draw_objective
+        from labnet.compare.plot import draw_objective
 
         fig = new_figure(figsize=(6.5, 4.2))
         draw_objective(fig, self.rows, self.params, title=title or f"sweep {self.folder}")
@@ -167,31 +166,16 @@ class SweepReport:
 
 def compare_rows(sweep_dir: Path, records: list[RunResult]) -> tuple[list[str], list[dict[str, Any]]]:
     """The varying params and the ``labnet compare`` rows (best first) of a sweep's jobs, from their folders."""
-    from labnet.cli.compare.records import build_rows, sort_rows, varying_params
+    from labnet.compare.rows import build_rows, result_record, sort_rows, varying_params
     from labnet.record.journal import read_state
 
     runs = []
     for record in records:
         folder = Path(record.output_dir) if record.output_dir else None
         start = read_state(folder).start if folder is not None and (folder / "journal.jsonl").is_file() else {}
-        runs.append(
-            {
-                "run_id": record.run_id,
-                "run_name": start.get("name") or f"job {record.job}",
-                "status": record.status,
-                "start_time": _ms(record.start_time),
-                "end_time": _ms(record.end_time),
-                "params": record.params,
-                "metrics": record.metrics,
-                "tags": {"labnet.objective": record.objective_metric, "labnet.error": record.error},
-            }
-        )
+        runs.append(result_record(record, start.get("name")))
     params = varying_params(runs)
     return params, sort_rows(build_rows(runs, params))
-
-
-def _ms(seconds: float | None) -> int | None:
-    return int(seconds * 1000) if isinstance(seconds, (int, float)) and math.isfinite(seconds) else None
 
 
 def new_figure(figsize: tuple[float, float]):

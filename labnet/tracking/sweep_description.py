@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from labnet.cli.compare.records import MAIN_METRICS
+from labnet.compare.rows import MAIN_METRICS
 from labnet.tracking.store import sqlite_path
 from labnet.train.objective import minimizes
 

@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from labnet.cli.compare.records import MAIN_METRICS, build_rows, sort_rows, varying_params
+from labnet.compare.rows import MAIN_METRICS, build_rows, result_record, sort_rows, varying_params
 from labnet.sweeps.best import objective_value
 from labnet.train.objective import minimizes
 
@@ -22,24 +22,7 @@ REPLICATE_KEYS = ("seed", "sweep.replicate")
 
 def job_records(results: list[Any], names: dict[str, str]) -> list[dict[str, Any]]:
     """The jobs as ``labnet compare`` records (``names``: MLflow run names by run id)."""
-    records = []
-    for r in results:
-        objective = r.get("objective_metric") or "val_accuracy"
-        start, end = r.get("start_time"), r.get("end_time")
-        records.append(
-            {
-                "run_id": r.get("run_id"),
-                "run_name": names.get(r.get("run_id") or "") or f"job {r.get('job')}",
-                "status": r.get("status"),
-                "start_time": start * 1000 if start else None,
-                "end_time": end * 1000 if end else None,
-                "params": dict(r.get("params") or {}),
-                "metrics": {**(r.get("metrics") or {}), f"best_{objective}": r.get("objective")},
-                "tags": {"labnet.objective": objective, "labnet.error": r.get("error")},
-                "job": r.get("job"),
-            }
-        )
-    return records
+    return [result_record(r, names.get(r.get("run_id") or "")) for r in results]
 
 
 def summary_rows(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:

@@ -1,2 +1,2 @@
-"""`labnet compare`: the command (``command``), the stores it reads (``stores``), the compared runs as records
-(``records``), their text formats (``formats``) and the objective-vs-lr plot (``plot``)."""
+"""`labnet compare`: the command (``command``), the stores it reads (``stores``) and what it asks of the
+runs it reads (``records``); their rows, text formats and plot are :mod:`labnet.compare`'s."""

@@ -27,20 +27,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from labnet.cli.compare.formats import format_rows, title_line
-from labnet.cli.compare.records import (
-    FORMATS,
-    RUN_ID_RE,
-    SWEEP_ID_RE,
-    CompareError,
-    build_rows,
-    check_metrics,
-    last_activity,
-    metric_names,
-    sort_rows,
-    varying_params,
-)
+from labnet.cli.compare.records import RUN_ID_RE, SWEEP_ID_RE, CompareError, check_metrics, last_activity, metric_names
 from labnet.cli.compare.stores import open_store, resolve_uri
+from labnet.compare.formats import FORMATS, format_rows, title_line
+from labnet.compare.rows import build_rows, sort_rows, varying_params
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -135,7 +125,7 @@ def _compare(args: argparse.Namespace) -> int:
                 print(f"  {row['run_name']}: {row['error'].strip().splitlines()[0][:160]}")
     sys.stdout.flush()
     if args.plot:
-        from labnet.cli.compare.plot import plot_objective
+        from labnet.compare.plot import plot_objective
 
         try:
             path = plot_objective(rows, params, Path(args.plot), title=title)
@@ -224,8 +214,3 @@ def _sweep_title(parent: dict[str, Any], experiments: dict[str, str]) -> str:
     where = f", experiment {experiments[parent['experiment_id']]}" if parent["experiment_id"] in experiments else ""
     name = parent["run_name"] or ""
     return f"{name if name.startswith('sweep') else 'sweep ' + name} (parent run {parent['run_id']}{where})"
-
-
-# -- reading the store ------------------------------------------------------------------------------------
-
-

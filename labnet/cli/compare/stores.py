@@ -263,8 +263,3 @@ class MlflowStore:
 
     def has_runs(self) -> bool:
         return bool(self._search(max_results=1))
-
-
-# -- pure functions: runs -> rows -> text -----------------------------------------------------------------
-
-

@@ -8,8 +8,11 @@ import json
 import math
 from typing import Any
 
-from labnet.cli.compare.records import FORMATS, MAIN_METRICS, lower_is_better
+from labnet.compare.rows import MAIN_METRICS
 from labnet.tracking.params import param_value
+from labnet.train.objective import minimizes
+
+FORMATS = ("table", "csv", "json", "markdown")
 
 
 def columns(rows: list[dict[str, Any]], params: list[str], fmt: str, extra: list[str] = ()) -> list[str]:
@@ -105,7 +108,7 @@ def title_line(title: str, rows: list[dict[str, Any]]) -> str:
     objective = _objective_header(rows)
     direction = ""
     if objective != "objective":
-        direction = ", lower is better" if lower_is_better(objective) else ", higher is better"
+        direction = ", lower is better" if minimizes(objective) else ", higher is better"
     return (
         f"{title}: {len(rows)} run{'s' if len(rows) != 1 else ''}"
         + (f", {failed} failed" if failed else "")

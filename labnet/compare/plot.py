@@ -1,4 +1,4 @@
-"""`labnet compare --plot`: the objective against the learning rate, one line per optimizer.
+"""The objective against the learning rate, one line per optimizer.
 
 The x axis is ``optimizer.lr`` (log scale) when the runs have it, else the first numeric param
 that varies. Lines are one per ``optimizer.name`` when that varies, else one per value of the first
@@ -14,8 +14,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from labnet.cli.compare.records import lower_is_better
 from labnet.tracking.params import param_value
+from labnet.train.objective import minimizes
 
 X_PARAM = "optimizer.lr"
 LINE_PARAM = "optimizer.name"
@@ -92,7 +92,7 @@ def draw_objective(fig, rows: list[dict[str, Any]], params: list[str], title: st
     if log_x:
         ax.set_xscale("log")
     ax.set_xlabel(x_key + (" (log scale)" if log_x else ""))
-    ax.set_ylabel(objective + (" (lower is better)" if lower_is_better(objective) else ""))
+    ax.set_ylabel(objective + (" (lower is better)" if minimizes(objective) else ""))
     heading = textwrap.fill(title, 72) if title else f"{objective} against {x_key}"
     if skipped:
         heading += f"\n{skipped} run{'s' if skipped != 1 else ''} without a {objective} not shown"

@@ -5,7 +5,7 @@ config (``experiments/optimizer_compare_mnist.yaml`` and friends)::
 
     study:
       name: optimizer_compare_mnist   # file names: <sweep dir>/<name>.png and <name>.csv
-      plot: train_loss_curves         # one of labnet.studies_plots.PLOTS
+      plot: train_loss_curves         # one of labnet.studies.plots.PLOTS
       label: optimizer.name           # the config key(s) naming each job's line
       labels: {sgd: SGD}              # optional display names of values
 
@@ -28,7 +28,9 @@ to the sweep folder and, when the sweep is tracked, logged on its parent MLflow 
 because it already finished in the store is read from its earlier output folder. A plot that cannot
 be drawn is reported as a warning: it never costs the sweep its summary.
 
-This module also registers the components the studies use (see :mod:`labnet.studies_components`).
+The package: this module is the plugin (its hooks); ``jobs`` what each job records and how the
+study reads it back; ``plots`` the plot and table of each kind; ``components`` the layer, loss and
+data sets the studies use, which this plugin registers like any other components.
 """
 
 from __future__ import annotations
@@ -39,17 +41,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from labnet import hookimpl
 from labnet.errors import ConfigError
-from labnet.studies_components import FunctionData, MnistSubset, Surface, Value
-
-STEPS_FILE = "study_steps.csv"
-POINTS_FILE = "study_points.csv"
-#: largest model whose parameters are recorded every epoch for a ``paths`` study
-MAX_RECORDED_PARAMS = 64
+from labnet.studies.components import FunctionData, MnistSubset, Surface, Value
+from labnet.studies.jobs import POINTS_FILE, STEPS_FILE, Job, Recorder, read_table
 
 
 @hookimpl
@@ -72,7 +69,7 @@ def study_of(cfg) -> dict[str, Any] | None:
     node = OmegaConf.select(cfg, "study", default=None) if isinstance(cfg, DictConfig) else None
     if node is None:
         return None
-    from labnet.studies_plots import PLOTS
+    from labnet.studies.plots import PLOTS
 
     study = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
     if not isinstance(study, dict) or study.get("plot") not in PLOTS:
@@ -82,54 +79,7 @@ def study_of(cfg) -> dict[str, Any] | None:
     return study
 
 
-# -- in each job: record what the plot needs --------------------------------------------------------
-
-
-class Recorder:
-    """What one run records for its study."""
-
-    def __init__(self, study: dict[str, Any], model) -> None:
-        self.plot = study["plot"]
-        self.steps: list[np.ndarray] = []
-        self.losses: list[np.ndarray] = []
-        self.points: list[np.ndarray] = []
-        if self.plot == "paths":
-            if model.flat_params.size > MAX_RECORDED_PARAMS:
-                raise ConfigError(
-                    f"study.plot=paths records the model's parameters every epoch; this model has "
-                    f"{model.flat_params.size} (at most {MAX_RECORDED_PARAMS}), e.g. use a `surface` layer"
-                )
-            self.points.append(model.flat_params.astype(np.float64))
-
-    def epoch_end(self, run, metrics: dict[str, float], model) -> None:
-        if self.plot == "train_loss_curves":
-            self.steps.append(np.array(run.step_numbers, np.int64))
-            self.losses.append(np.array(run.step_losses, np.float64))
-        elif self.plot == "paths":
-            self.points.append(model.flat_params.astype(np.float64))
-        elif self.plot == "train_test_gap":
-            from labnet.train.metrics import evaluate
-
-            data, loss = run.data, run.loss
-            if data is not None and loss is not None:
-                metrics["train_eval_loss"], metrics["train_eval_accuracy"] = evaluate(model, loss, data.train)
-
-    def write(self, output_dir: Path) -> list[Path]:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        files = []
-        if self.steps:
-            path = output_dir / STEPS_FILE
-            table = np.column_stack([np.concatenate(self.steps), np.concatenate(self.losses)])
-            np.savetxt(path, table, fmt=["%d", "%.7g"], delimiter=",", header="step,train_loss", comments="")
-            files.append(path)
-        if self.points:
-            path = output_dir / POINTS_FILE
-            points = np.vstack(self.points)
-            table = np.column_stack([np.arange(len(points)), points])
-            header = "epoch," + ",".join(f"p{i}" for i in range(points.shape[1]))
-            np.savetxt(path, table, fmt="%.9g", delimiter=",", header=header, comments="")
-            files.append(path)
-        return files
+# -- in each job: record what the plot needs (jobs.Recorder) ---------------------------------------
 
 
 @hookimpl
@@ -161,14 +111,6 @@ def labnet_sweep_start(sweep):
     study_of(sweep.cfg)  # a bad study node fails before any job starts
 
 
-def _read_table(path: Path) -> np.ndarray | None:
-    if not path.is_file():
-        return None
-    with path.open() as f:
-        rows = list(csv.reader(f))[1:]
-    return np.array(rows, dtype=float).reshape(len(rows), -1) if rows else None
-
-
 def _earlier_output_dir(result: dict[str, Any], sweep) -> Path | None:
     """Where a job skipped as already finished ran before (the MLflow run's ``labnet.output_dir`` tag)."""
     if not result.get("run_id") or not sweep.info.get("mlflow_uri"):
@@ -184,8 +126,6 @@ def _earlier_output_dir(result: dict[str, Any], sweep) -> Path | None:
 
 def load_job(result: dict[str, Any], sweep):
     """A job's result plus the files this plugin recorded in its output folder."""
-    from labnet.studies_plots import Job
-
     folder = Path(result["output_dir"]) if result.get("output_dir") else None
     history = result.get("history")
     if result.get("skipped"):
@@ -195,12 +135,12 @@ def load_job(result: dict[str, Any], sweep):
             history = json.loads(earlier.read_text()).get("history")
     job = Job(result=result, history=history or [])
     if folder is not None:
-        job.steps, job.points = _read_table(folder / STEPS_FILE), _read_table(folder / POINTS_FILE)
+        job.steps, job.points = read_table(folder / STEPS_FILE), read_table(folder / POINTS_FILE)
     return job
 
 
 def draw_study(study: dict[str, Any], results: list[dict[str, Any]], sweep) -> list[Path]:
-    from labnet.studies_plots import PLOTS
+    from labnet.studies.plots import PLOTS
 
     jobs = [load_job(r, sweep) for r in results]
     return PLOTS[study["plot"]](study, jobs, Path(sweep.dir))

@@ -1,4 +1,4 @@
-"""Components the training studies need (registered by :mod:`labnet.studies`).
+"""Components the training studies need (registered by the studies plugin, :mod:`labnet.studies`).
 
 - ``surface`` layer, ``value`` loss and ``function`` data set: minimising a 2-D function with
   labnet's optimizers, the book's figure 6-8 (ch. 6.1). The layer's parameters *are* the point

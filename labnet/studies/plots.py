@@ -8,47 +8,17 @@ from __future__ import annotations
 
 import csv
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from labnet.studies_components import FUNCTIONS
+from labnet.studies.components import FUNCTIONS
+from labnet.studies.jobs import Job
 from labnet.tracking.plots import pyplot
 
 MARKERS = ("o", "x", "s", "D", "^", "v", "*", "P")
 LINESTYLES = ("-", "--", ":", "-.")
-
-
-@dataclass
-class Job:
-    """One sweep job as a study sees it: its result.json plus what the studies plugin recorded."""
-
-    result: dict[str, Any]
-    history: list[dict[str, float]] = field(default_factory=list)
-    #: (n, 2): global step, training loss of that step
-    steps: np.ndarray | None = None
-    #: (n, 1 + k): epoch, then the model's k parameters after that epoch (epoch 0: the start)
-    points: np.ndarray | None = None
-
-    @property
-    def params(self) -> dict[str, Any]:
-        return self.result.get("params") or {}
-
-    @property
-    def status(self) -> str:
-        return str(self.result.get("status") or "?")
-
-    def last(self, metric: str) -> float:
-        for entry in reversed(self.history):
-            if isinstance(entry.get(metric), (int, float)):
-                return float(entry[metric])
-        return math.nan
-
-    def curve(self, metric: str) -> tuple[np.ndarray, np.ndarray]:
-        epochs = np.arange(1, len(self.history) + 1)
-        return epochs, np.array([h.get(metric, np.nan) for h in self.history], dtype=float)
 
 
 # -- labels and tables ---------------------------------------------------------------------------

@@ -162,15 +162,14 @@ def mlflow_store_template_folder(tmp_path_factory) -> Path:
     return folder
 
 
-def empty_store(folder: Path, name: str = "mlflow.db") -> str:
-    """An empty MLflow SQLite store ``folder/name`` (kept if it exists); returns its URI.
+def empty_store(target: Path) -> str:
+    """An empty MLflow SQLite store at ``target`` (kept if it exists); returns its URI.
 
     MLflow makes a new database by running its ~60 schema migrations, ~4 s each time; the tests copy one made
     once per session instead, which is the same file MLflow would have made. Its ``Default`` experiment's
     artifact folder is moved next to the copy, as MLflow would have put it."""
     import sqlite3
 
-    target = folder / name
     if not target.exists():
         (template_folder,) = _store_template_folder
         template = template_folder / "mlflow.db"
@@ -179,11 +178,11 @@ def empty_store(folder: Path, name: str = "mlflow.db") -> str:
 
             store = SqlAlchemyStore(f"sqlite:///{template}", str(template_folder / "mlruns"))
             store.engine.dispose()
-        folder.mkdir(parents=True, exist_ok=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(template, target)
         with contextlib.closing(sqlite3.connect(target)) as db, db:
             (location,) = db.execute("SELECT artifact_location FROM experiments WHERE experiment_id = 0").fetchone()
-            moved = location.replace(str(template_folder / "mlruns"), str(folder / "mlruns"))
+            moved = location.replace(str(template_folder / "mlruns"), str(target.parent / "mlruns"))
             db.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0", (moved,))
     return f"sqlite:///{target}"
 
@@ -217,8 +216,13 @@ def labnet_env(path: tuple[Path, ...] = (), **extra: str) -> dict[str, str]:
 NO_STORE_COMMANDS = ("plugins", "plugin", "compare", "--help", "-h")
 
 
-def _wants_store(args: tuple[str, ...]) -> bool:
-    return not (args and args[0] in NO_STORE_COMMANDS) and "tracking=none" not in args
+def store_of(cwd: Path, args: tuple[str, ...]) -> Path | None:
+    """The SQLite file a command's runs are tracked in: ``tracking.uri``'s, else the folder's default store;
+    None for an untracked run, another kind of store or a command that opens none."""
+    if (args and args[0] in NO_STORE_COMMANDS) or "tracking=none" in args:
+        return None
+    uri = next((a.split("=", 1)[1] for a in args if a.startswith("tracking.uri=")), "sqlite:///mlflow.db")
+    return cwd / uri.removeprefix("sqlite:///") if uri.startswith("sqlite:///") else None
 
 
 def labnet_cli(
@@ -227,19 +231,22 @@ def labnet_cli(
     timeout: float = 300,
     path: tuple[Path, ...] = (),
     fresh_store: bool = False,
+    interleaved: bool = False,
     **env: str,
 ) -> subprocess.CompletedProcess:
     """``python -m labnet ARGS`` in ``cwd``, waited for (``path``: folders put first on PYTHONPATH).
 
-    A run finds an empty MLflow store in ``cwd`` (see :func:`empty_store`) unless the folder has one or
-    ``fresh_store`` is set: the tests of MLflow's store creation itself set it."""
-    if not fresh_store and _wants_store(args):
-        empty_store(cwd)
+    A tracked run finds its SQLite store there, empty (see :func:`empty_store` and :func:`store_of`), unless
+    ``fresh_store`` is set: the tests of MLflow's store creation itself set it. ``interleaved``: stderr
+    goes into stdout, in the order a terminal shows them."""
+    if not fresh_store and (target := store_of(cwd, args)) is not None:
+        empty_store(target)
     return subprocess.run(
         [sys.executable, "-m", "labnet", *args],
         cwd=cwd,
         env=labnet_env(path, **env),
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT if interleaved else subprocess.PIPE,
         text=True,
         timeout=timeout,
     )
@@ -250,8 +257,8 @@ def labnet_start(
 ) -> subprocess.Popen:
     """``python -m labnet ARGS`` in ``cwd``, started in a process group of its own (signals reach it and its
     workers as Ctrl-C in a terminal would), not waited for. The store as in :func:`labnet_cli`."""
-    if not fresh_store and _wants_store(args):
-        empty_store(cwd)
+    if not fresh_store and (target := store_of(cwd, args)) is not None:
+        empty_store(target)
     return subprocess.Popen(
         [sys.executable, "-m", "labnet", *args],
         cwd=cwd,

@@ -401,9 +401,11 @@ def test_divergence_names_step_and_lr(tmp_path, cli):
 
 
 def test_diverging_job_in_multirun_is_reported_and_sweep_goes_on(tmp_path, cli):
-    proc = cli(tmp_path, "-m", "tracking=none", "trainer.epochs=3", "optimizer=sgd", "optimizer.lr=1e30,0.1")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    output = proc.stdout + proc.stderr
+    proc = cli(
+        tmp_path, "-m", "tracking=none", "trainer.epochs=3", "optimizer=sgd", "optimizer.lr=1e30,0.1", interleaved=True
+    )
+    assert proc.returncode == 0, proc.stdout
+    output = proc.stdout
     failed = re.search(r"^labnet: job 0 \[(.*)\] FAILED: (.*)$", output, re.MULTILINE)
     assert failed, output
     assert "optimizer.lr=1e+30" in failed.group(1)

@@ -147,3 +147,13 @@ def test_a_sweep_whose_every_job_fails_exits_non_zero(tmp_path, cli, overrides, 
     results = [json.loads(p.read_text()) for p in tmp_path.glob("multirun/*/*/*/result.json")]
     assert [r["status"] for r in results] == ["FAILED", "FAILED"]
     assert {r["config_mistake"] for r in results} == {code == 2}
+
+
+def test_labnet_sweep_raises_the_command_lines_error_when_every_job_fails_on_a_config_mistake(tmp_path, monkeypatch):
+    import labnet
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(labnet.ConfigError, match=r"every job failed on a config mistake: trainer.epochs=-1: must be"):
+        labnet.sweep("optimizer.lr=0.1,0.2", trainer={"epochs": -1}, tracking="none")
+    with pytest.raises(labnet.ConfigError, match=r"sweep.rerun='some': accepted are missing"):  # (before any job)
+        labnet.sweep("optimizer.lr=0.1,0.2", sweep={"rerun": "some"}, tracking="none")

@@ -9,6 +9,7 @@ status, metric points per run: none lost, none duplicated) and the processes lef
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -32,6 +33,9 @@ from tests.test_faults import (  # noqa: E402  (the fault suite's readers of jou
 )
 
 SPIRAL = ("trainer.progress=false",)
+RAY = importlib.util.find_spec("ray") is not None and importlib.util.find_spec("hydra_plugins.hydra_ray_launcher")
+if RAY:
+    from tests.test_scaleout_ray import RAY_ENV, ray_head  # noqa: F401  (the fixture: a head on 127.0.0.1)
 
 
 def children_by_lr(uri: str) -> dict[str, list]:
@@ -157,3 +161,54 @@ def test_labnet_sweep_raises_the_command_lines_error_when_every_job_fails_on_a_c
         labnet.sweep("optimizer.lr=0.1,0.2", trainer={"epochs": -1}, tracking="none")
     with pytest.raises(labnet.ConfigError, match=r"sweep.rerun='some': accepted are missing"):  # (before any job)
         labnet.sweep("optimizer.lr=0.1,0.2", sweep={"rerun": "some"}, tracking="none")
+
+
+@pytest.mark.skipif(not RAY, reason="Ray is not installed: pip install -e '.[ray]'")
+def test_ctrl_c_on_a_ray_sweep_stops_every_job_and_the_rerun_resumes_them(tmp_path, cli, cli_start, ray_head):
+    epochs = 600
+    args = (
+        "-m",
+        "hydra/launcher=labnet_ray",
+        f"hydra.launcher.ray.init.address={ray_head['address']}",
+        "optimizer.lr=0.01,0.02,0.03",  # 3 jobs on 2 CPUs: the third waits for one
+        f"trainer.epochs={epochs}",
+        *SPIRAL,
+    )
+    proc = cli_start(tmp_path, *args, **RAY_ENV)
+    started = [job_folder(tmp_path, job, 10) for job in (0, 1)]
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal
+    stopped = time.monotonic()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and time.monotonic() - stopped < 60
+    for folder in started:
+        end = journal(folder)[-1]
+        assert end["type"] == "end" and end["status"] == "KILLED", folder
+        assert json.loads((folder / "result.json").read_text())["status"] == "KILLED"
+        assert (folder / "checkpoint.npz").is_file()
+    epochs_at_stop = {folder: journal_epochs(folder) for folder in started}
+    time.sleep(1.0)
+    assert {f: journal_epochs(f) for f in started} == epochs_at_stop, "no job trains on after the command ended"
+    assert not list(ray_head["head_dir"].glob(".labnet/pending/*")), "the jobs' runs belong to the command's folder"
+    assert_no_process_left(tmp_path)  # (the MLflow syncer of this folder ends once it has mirrored the jobs)
+
+    sync(cli, tmp_path)
+    uri = store(tmp_path)
+    runs = children_by_lr(uri)
+    assert {lr: [r.info.status for r in rs] for lr, rs in runs.items()} == {"0.01": ["KILLED"], "0.02": ["KILLED"]}
+    for folder in started:
+        lr = json.loads((folder / "result.json").read_text())["params"]["optimizer.lr"]
+        assert metric_steps(uri, runs[str(lr)][0].info.run_id) == epochs_at_stop[folder], "every epoch, once"
+
+    rerun = cli(tmp_path, *args, **RAY_ENV)
+    assert rerun.returncode == 0, rerun.stderr
+    assert rerun.stdout.count("1 resumed from epoch") == 2, rerun.stdout
+    sync(cli, tmp_path)
+    again = children_by_lr(uri)
+    assert {lr: len(rs) for lr, rs in again.items()} == {"0.01": 1, "0.02": 1, "0.03": 1}, "one MLflow run per job"
+    for lr in ("0.01", "0.02"):
+        assert again[lr][0].info.run_id == runs[lr][0].info.run_id, "the killed job resumed in its own run"
+    for rs in again.values():
+        assert rs[0].info.status == "FINISHED"
+        assert metric_steps(uri, rs[0].info.run_id) == list(range(1, epochs + 1))
+    assert_no_process_left(tmp_path)

@@ -103,11 +103,21 @@ def record_killed_job(folder: str | Path, job: int, overrides: list[str], reason
         flush=True,
     )
     mark_failed(job, f"[{' '.join(overrides)}] {reason}")
-    if (folder / RESULT_FILE).is_file():  # it had ended before its worker was killed
-        return
+    if not end_killed(folder, reason):  # (killed before it started its journal)
+        RunResult(status="KILLED", job=job, overrides=list(overrides), error=reason).write(folder)
+
+
+def end_killed(folder: Path, reason: str) -> bool:
+    """The record of a run whose process is gone: its journal ended KILLED with ``reason`` (unless it had
+    ended), its result written from the journal. False if it has no journal to go by."""
+    if (folder / RESULT_FILE).is_file():
+        return True
     end_abandoned(folder, reason)
-    result = RunResult.read(folder) or RunResult(status="KILLED", job=job, overrides=list(overrides), error=reason)
+    result = RunResult.read(folder)
+    if result is None:
+        return False
     result.write(folder)
+    return True
 
 
 def _unrun_result(hc, cfg: DictConfig, status: str, error: str) -> RunResult:

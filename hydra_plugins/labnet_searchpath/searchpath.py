@@ -3,7 +3,8 @@
 ``experiments/`` (top level in a checkout, inside the package in a wheel) holds one
 YAML per experiment and is served as the ``experiment`` group, so ``+experiment=NAME``
 works wherever labnet is installed. Every folder a labnet plugin returns from
-``labnet_config_dirs()`` is appended as an ordinary config folder.
+``labnet_config_dirs()`` is appended as an ordinary config folder. And ``hydra/launcher=joblib`` becomes
+labnet's joblib launcher (``labnet_joblib_launcher``), whose killed worker fails only its own job.
 """
 
 from __future__ import annotations
@@ -56,7 +57,10 @@ class ExperimentsConfigSource(FileConfigSource):
 
 class LabnetSearchPathPlugin(SearchPathPlugin):
     def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
+        from hydra_plugins.labnet_joblib_launcher.joblib_launcher import take_joblib_name
         from labnet.config import config_dirs, plugin_config_dirs
+
+        take_joblib_name()  # (see that module: why here)
 
         _, experiments = config_dirs()
         search_path.append(provider="labnet", path=f"labnet-experiments://{experiments}")

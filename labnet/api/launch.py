@@ -103,6 +103,7 @@ def launch(overrides: list[str], *, multirun: bool, config_dir: str | os.PathLik
     (:class:`labnet.train.trainer.Interrupted`, after its checkpoint), are raised as they are.
     """
     from labnet.__main__ import prepare_hydra
+    from labnet.sweeps.callback import SweepAborted
     from labnet.sweeps.identity import expand_replicates
 
     argv = ["-m", *overrides] if multirun else list(overrides)
@@ -112,7 +113,7 @@ def launch(overrides: list[str], *, multirun: bool, config_dir: str | os.PathLik
             overrides = [a for a in argv if a != "-m"]
             hydra = _main_hydra(prepare_hydra(overrides), config_dir)
             return _multirun(hydra, overrides) if multirun else _run(hydra, overrides)
-        except Exception as err:
+        except (Exception, SweepAborted) as err:  # (SweepAborted: a BaseException, to get past Hydra)
             raise_as_cli(err, argv)
 
 

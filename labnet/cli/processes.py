@@ -34,7 +34,11 @@ def children(pid: int) -> list[int]:
 def stop_children() -> int:
     """SIGINT every worker below this process (each checkpoints and ends its run KILLED), wait for them,
     then SIGKILL what is left (its journal is then ended KILLED by the next sync). The number stopped."""
-    pids = children(os.getpid())
+    return stop_processes(children(os.getpid()))
+
+
+def stop_processes(pids: list[int]) -> int:
+    """``stop_children`` for the processes ``pids`` (this process's children)."""
     for pid in pids:
         _signal(pid, signal.SIGINT)
     deadline = time.monotonic() + GRACE_SECONDS

@@ -108,8 +108,9 @@ def owner_alive(folder: Path) -> bool:
         os.close(fd)
 
 
-def end_abandoned(folder: Path) -> bool:
-    """Append a KILLED end to a journal whose process died before ending its run; True if it did."""
+def end_abandoned(folder: Path, reason: str | None = None) -> bool:
+    """Append a KILLED end to a journal whose process died before ending its run; True if it did.
+    ``reason``: how it died, when the caller knows (a sweep's worker killed by a signal)."""
     path = Path(folder) / JOURNAL_FILE
     try:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
@@ -126,11 +127,12 @@ def end_abandoned(folder: Path) -> bool:
         if not path.read_bytes().endswith(b"\n"):
             os.write(fd, b"\n")
         last = state.last_time or stamp()
+        unknown = f"the labnet process (pid {state.start.get('pid')}) ended without ending its run (killed?)"
         record = {
             "type": "end",
             "time": last,
             "status": "KILLED",
-            "error": f"the labnet process (pid {state.start.get('pid')}) ended without ending its run (killed?)",
+            "error": reason or unknown,
             "by": "sync",
         }
         os.write(fd, (json.dumps(record) + "\n").encode())

@@ -24,6 +24,7 @@ class RunResult:
     job: int = 0
     overrides: list[str] = field(default_factory=list)
     error: str | None = None
+    config_mistake: bool = False  # the error is a config mistake (a single run would exit with code 2)
     objective_metric: str = "val_accuracy"
     objective: float = math.nan
     metrics: dict[str, float] = field(default_factory=dict)

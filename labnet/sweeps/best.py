@@ -18,8 +18,9 @@ def objective_value(result: Any) -> float | None:
 
 
 def best_result(results: list[Any]) -> Any | None:
-    """The job with the best objective (lowest for a loss, highest otherwise); ties go to the lower job."""
-    scored = [r for r in results if objective_value(r) is not None]
+    """The finished job with the best objective (lowest for a loss, highest otherwise); ties go to the lower
+    job. (A killed or failed job's objective is that of a run cut short.)"""
+    scored = [r for r in results if r.get("status", "FINISHED") == "FINISHED" and objective_value(r) is not None]
     if not scored:
         return None
     sign = 1.0 if minimizes(scored[0].get("objective_metric") or "") else -1.0

@@ -68,10 +68,33 @@ def check_sweep_options(sweep_cfg: Any) -> None:
     check_flag("sweep.fail_fast", sweep_cfg.get("fail_fast", False))
 
 
+def sweep_failure(results: list[RunResult]) -> Exception | None:
+    """Why the sweep's command ends with an error after its jobs (None: it does not): a job was killed (the
+    sweep is not complete; exit code 1), or every job failed (exit code 2 when each failed on a config
+    mistake, as a single run would, else 1). Some jobs failing among finished ones is a sweep's result."""
+    from labnet.errors import ConfigError, LabnetError
+
+    killed = [r for r in results if r.status == "KILLED"]
+    if killed:
+        which = "; ".join(f"job {r.job} [{' '.join(r.overrides)}]: {r.error}" for r in killed)
+        return LabnetError(
+            f"{len(killed)} of {len(results)} jobs killed ({which}); run the same command again to resume "
+            "them (finished jobs are skipped)"
+        )
+    failed = [r for r in results if r.status == "FAILED"]
+    if not failed or len(failed) < len(results):  # (jobs fail_fast did not run are not failures)
+        return None
+    errors = list(dict.fromkeys(r.error or "" for r in failed))  # (each message once, in job order)
+    if all(r.config_mistake for r in failed):
+        return ConfigError(f"every job failed on a config mistake: {'; '.join(errors)}")
+    return LabnetError(f"every job failed: {'; '.join(errors)}")
+
+
 class SweepAborted(BaseException):
-    """An error that stops a sweep before any job (a config mistake, a tracking store that cannot be reached).
-    Hydra turns an ``Exception`` raised in a callback into a warning and launches the jobs anyway, so this
-    carries the ``LabnetError`` past it to ``labnet.__main__``."""
+    """An error that ends a sweep's command: before any job (a config mistake, a tracking store that cannot
+    be reached), or after them all (``sweep_failure``). Hydra turns an ``Exception`` raised in a callback
+    into a warning (and launches the jobs anyway), so this carries the ``LabnetError`` past it to
+    ``labnet.__main__``, which prints it and exits with its code."""
 
     def __init__(self, error: Exception) -> None:
         super().__init__(str(error))
@@ -112,3 +135,6 @@ class SweepCallback(Callback):
             print(*closing_lines(self.sweep.id, sweep_report(results), results, self.sweep.info), sep="\n")
             os.environ.pop(SWEEP_ID_ENV, None)
             os.environ.pop(SWEEP_DIR_ENV, None)
+        failure = sweep_failure(results)
+        if failure is not None:
+            raise SweepAborted(failure)

@@ -1,6 +1,6 @@
 """What a multirun's job does before and around its training: skip a job already FINISHED, resume a
 KILLED one from its checkpoint (in its own MLflow run), stop launching after a failure (fail_fast),
-and record a job that trained nothing, so the sweep's report counts every job."""
+and record a job that trained nothing or whose process was killed, so the sweep's report counts every job."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from labnet.config import flatten_config
-from labnet.errors import LabnetError
+from labnet.errors import ConfigError, LabnetError
 from labnet.plugins import code_versions
+from labnet.record.journal import end_abandoned
 from labnet.record.result import RESULT_FILE, RunResult
 from labnet.run_policy import hydra_runtime, plugin_manager_for
 from labnet.runner import run_experiment
@@ -82,9 +83,41 @@ def run_job(cfg: DictConfig) -> float:
     except LabnetError as err:
         print(f"labnet: job {job} [{overrides}] FAILED: {err}", file=sys.stderr, flush=True)
         mark_failed(job, f"[{overrides}] {err}")
-        if not (folder / RESULT_FILE).is_file():  # it failed before training (config, data, tracking)
-            _unrun_result(hc, cfg, "FAILED", str(err)).write(folder)
+        result = RunResult.read(folder) if (folder / RESULT_FILE).is_file() else None
+        if result is None:  # it failed before training (config, data, tracking)
+            result = _unrun_result(hc, cfg, "FAILED", str(err))
+        result.config_mistake = isinstance(err, ConfigError)  # (a single run would exit with code 2)
+        result.write(folder)
         return math.nan
+
+
+def record_killed_job(folder: str | Path, job: int, overrides: list[str], reason: str) -> None:
+    """A job whose process was killed (a joblib worker: SIGKILL, the OOM killer): its journal ended KILLED
+    with ``reason`` (the MLflow mirror then ends its run KILLED), its result written, so the sweep's report
+    counts it and a re-run resumes it from its checkpoint."""
+    folder = Path(folder)
+    print(
+        f"labnet: job {job} [{' '.join(overrides)}] KILLED: {reason}; the other jobs go on "
+        "(run the same command again to resume it)",
+        file=sys.stderr,
+        flush=True,
+    )
+    mark_failed(job, f"[{' '.join(overrides)}] {reason}")
+    if not end_killed(folder, reason):  # (killed before it started its journal)
+        RunResult(status="KILLED", job=job, overrides=list(overrides), error=reason).write(folder)
+
+
+def end_killed(folder: Path, reason: str) -> bool:
+    """The record of a run whose process is gone: its journal ended KILLED with ``reason`` (unless it had
+    ended), its result written from the journal. False if it has no journal to go by."""
+    if (folder / RESULT_FILE).is_file():
+        return True
+    end_abandoned(folder, reason)
+    result = RunResult.read(folder)
+    if result is None:
+        return False
+    result.write(folder)
+    return True
 
 
 def _unrun_result(hc, cfg: DictConfig, status: str, error: str) -> RunResult:

@@ -47,7 +47,11 @@ def sync_mode(tracking_cfg) -> str:
 
 
 def _workdir() -> Path:
-    return Path.cwd()
+    """The folder whose syncer mirrors the run: the command's (a Ray job runs where `ray start` ran)."""
+    from labnet.run_policy import hydra_runtime
+
+    hc = hydra_runtime()
+    return Path(hc.runtime.cwd) if hc is not None and hc.runtime.get("cwd") else Path.cwd()
 
 
 def warn_unsynced(workdir: Path) -> None:

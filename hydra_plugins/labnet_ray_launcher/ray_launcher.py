@@ -1,0 +1,30 @@
+"""``hydra/launcher=labnet_ray`` (labnet's conf/hydra/launcher/labnet_ray.yaml): hydra-ray-launcher's
+launcher, and a sweep stopped with Ctrl-C or SIGTERM leaves its jobs KILLED with their checkpoints, in
+MLflow too, for the re-run to resume (``labnet.sweeps.ray_stop``)."""
+
+# (no `from __future__ import annotations`: Hydra executes this module unregistered)
+from collections.abc import Sequence
+from pathlib import Path
+
+from hydra.core.utils import JobReturn
+
+try:
+    from hydra_plugins.hydra_ray_launcher.ray_launcher import RayLauncher
+except ImportError:  # hydra-ray-launcher not installed: `hydra/launcher=labnet_ray` says how to get it
+    RayLauncher = None
+
+if RayLauncher is not None:
+
+    class LabnetRayLauncher(RayLauncher):
+        def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+            from hydra_plugins.hydra_ray_launcher._launcher_util import start_ray
+
+            from labnet.sweeps.ray_stop import end_stopped_jobs, labnet_sigterm
+
+            with labnet_sigterm():
+                start_ray(self.ray_cfg.init)  # (the stock launch then finds Ray started)
+            try:
+                return super().launch(job_overrides, initial_job_idx)
+            except KeyboardInterrupt:
+                end_stopped_jobs(Path(self.config.hydra.sweep.dir), Path(self.config.hydra.runtime.cwd))
+                raise

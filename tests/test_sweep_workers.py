@@ -164,6 +164,7 @@ def test_labnet_sweep_raises_the_command_lines_error_when_every_job_fails_on_a_c
 
 
 @pytest.mark.skipif(not RAY, reason="Ray is not installed: pip install -e '.[ray]'")
+@pytest.mark.xdist_group("ray")  # (the test worker that runs the Ray heads)
 def test_ctrl_c_on_a_ray_sweep_stops_every_job_and_the_rerun_resumes_them(tmp_path, cli, cli_start, ray_head):
     epochs = 600
     args = (

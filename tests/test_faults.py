@@ -208,8 +208,9 @@ def test_sweeps_started_together_keep_their_jobs_apart(tmp_path, cli_start):
 def test_sigkill_leaves_a_killed_run_with_every_journaled_epoch(tmp_path, cli, cli_start, when):
     proc = cli_start(tmp_path, "trainer.epochs=2000", *SPIRAL, LABNET_SYNC="background")
     if when == "at_start":
-        deadline = time.monotonic() + 60
-        while not list(tmp_path.glob("outputs/*/*/journal.jsonl")) and time.monotonic() < deadline:
+        deadline = time.monotonic() + 60  # (killed once the run's journal holds its start, before any epoch)
+        while not any(p.stat().st_size for p in tmp_path.glob("outputs/*/*/journal.jsonl")):
+            assert time.monotonic() < deadline, "the run never started"
             time.sleep(0.01)
         folder = next(tmp_path.glob("outputs/*/*/journal.jsonl")).parent
     else:

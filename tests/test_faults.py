@@ -344,7 +344,7 @@ def loky_workers(folder: Path) -> list[str]:
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_stopping_a_joblib_sweep_stops_its_workers_and_the_rerun_resumes_the_killed_jobs(tmp_path, cli, cli_start, sig):
-    epochs = 600
+    epochs = 300
     args = (
         "-m",
         "optimizer.lr=0.01,0.02,0.03",

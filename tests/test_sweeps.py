@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,18 +14,6 @@ mlflow = pytest.importorskip("mlflow")
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _env() -> dict:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    return env
-
-
-def labnet(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "labnet", *args], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=600
-    )
 
 
 def children(uri: str):
@@ -42,17 +27,10 @@ def children(uri: str):
     )
 
 
-def test_interrupted_sweep_run_again_skips_finished_and_resumes_killed(tmp_path):
+def test_interrupted_sweep_run_again_skips_finished_and_resumes_killed(tmp_path, cli, cli_start):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     sweep = ["-m", "trainer.epochs=3,400", "optimizer.lr=0.01,0.02", f"tracking.uri={uri}"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "labnet", *sweep],
-        cwd=tmp_path,
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = cli_start(tmp_path, *sweep)
     # jobs 0 and 1 are short; interrupt job 2 once it has written a checkpoint
     deadline = time.time() + 300
     while time.time() < deadline and not list(tmp_path.glob("multirun/*/*/2/checkpoint.npz")):
@@ -65,7 +43,7 @@ def test_interrupted_sweep_run_again_skips_finished_and_resumes_killed(tmp_path)
     assert sorted(r.info.status for r in first) == ["FINISHED", "FINISHED", "KILLED"]
     assert len(parents) == 1
 
-    again = labnet(tmp_path, *sweep)
+    again = cli(tmp_path, *sweep)
     assert again.returncode == 0, again.stderr
     assert "2 of 4 jobs already finished, skipped" in again.stdout
     assert "1 resumed from epoch" in again.stdout
@@ -77,15 +55,13 @@ def test_interrupted_sweep_run_again_skips_finished_and_resumes_killed(tmp_path)
     epochs = [m.step for m in client.get_metric_history(resumed.info.run_id, "train_loss")]
     assert epochs[-1] == 400 and len(epochs) == len(set(epochs)) == 400, "every epoch logged once"
 
-    forced = labnet(tmp_path, "-m", "trainer.epochs=3", "optimizer.lr=0.01", f"tracking.uri={uri}", "sweep.rerun=all")
+    forced = cli(tmp_path, "-m", "trainer.epochs=3", "optimizer.lr=0.01", f"tracking.uri={uri}", "sweep.rerun=all")
     assert forced.returncode == 0 and "already finished" not in forced.stdout
 
 
-def test_replicates_give_distinct_seeds_and_a_mean_per_configuration(tmp_path):
+def test_replicates_give_distinct_seeds_and_a_mean_per_configuration(tmp_path, cli):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    proc = labnet(
-        tmp_path, "-m", "trainer.epochs=2", "optimizer.lr=0.01,0.1", "sweep.replicates=3", f"tracking.uri={uri}"
-    )
+    proc = cli(tmp_path, "-m", "trainer.epochs=2", "optimizer.lr=0.01,0.1", "sweep.replicates=3", f"tracking.uri={uri}")
     assert proc.returncode == 0, proc.stderr
     client, runs, parents = children(uri)
     assert len(runs) == 6
@@ -103,8 +79,8 @@ def test_replicates_give_distinct_seeds_and_a_mean_per_configuration(tmp_path):
         assert int(rows[lr]["replicates"]) == 3
 
 
-def test_fail_fast_launches_nothing_after_the_first_failure(tmp_path):
-    proc = labnet(
+def test_fail_fast_launches_nothing_after_the_first_failure(tmp_path, cli):
+    proc = cli(
         tmp_path,
         "-m",
         "trainer.epochs=2",
@@ -127,9 +103,9 @@ def test_fail_fast_launches_nothing_after_the_first_failure(tmp_path):
         ("sweep.fail_fast=maybe", ["sweep.fail_fast='maybe'", "true or false"]),
     ],
 )
-def test_bad_sweep_option_stops_the_sweep_before_any_job(tmp_path, option, words):
+def test_bad_sweep_option_stops_the_sweep_before_any_job(tmp_path, option, words, cli):
     """Hydra only warns about an error raised in a callback and launches the jobs anyway; labnet stops the sweep."""
-    proc = labnet(tmp_path, "-m", "trainer.epochs=1", "optimizer.lr=0.1,0.2", "tracking=none", option)
+    proc = cli(tmp_path, "-m", "trainer.epochs=1", "optimizer.lr=0.1,0.2", "tracking=none", option)
     assert proc.returncode == 2, proc.stderr
     message = proc.stderr.split("labnet: error: ", 1)[1]
     for word in words:
@@ -138,11 +114,11 @@ def test_bad_sweep_option_stops_the_sweep_before_any_job(tmp_path, option, words
     assert not list(tmp_path.glob("multirun/*/*/*/result.json")), "no job ran"
 
 
-def test_sweep_into_an_unreachable_server_stops_before_any_job(tmp_path, free_port):
+def test_sweep_into_an_unreachable_server_stops_before_any_job(tmp_path, free_port, cli):
     """At once (MLflow alone would retry the parent run for ~4 minutes), naming the URI and the ways out."""
     uri = f"http://127.0.0.1:{free_port()}"
     started = time.perf_counter()
-    proc = labnet(tmp_path, "-m", "trainer.epochs=1", "optimizer.lr=0.1,0.2", f"tracking.uri={uri}")
+    proc = cli(tmp_path, "-m", "trainer.epochs=1", "optimizer.lr=0.1,0.2", f"tracking.uri={uri}")
     assert proc.returncode == 1, proc.stderr
     assert time.perf_counter() - started < 60
     message = proc.stderr.split("labnet: error: ", 1)[1]
@@ -151,9 +127,9 @@ def test_sweep_into_an_unreachable_server_stops_before_any_job(tmp_path, free_po
     assert not list(tmp_path.glob("multirun/*/*/*/result.json")), "no job ran"
 
 
-def test_sweep_with_on_error_warn_trains_without_the_unreachable_server(tmp_path, free_port):
+def test_sweep_with_on_error_warn_trains_without_the_unreachable_server(tmp_path, free_port, cli):
     uri = f"http://127.0.0.1:{free_port()}"
-    proc = labnet(
+    proc = cli(
         tmp_path, "-m", "trainer.epochs=1", "optimizer.lr=0.1,0.2", f"tracking.uri={uri}", "tracking.on_error=warn"
     )
     assert proc.returncode == 0, proc.stderr
@@ -166,8 +142,8 @@ def test_sweep_with_on_error_warn_trains_without_the_unreachable_server(tmp_path
         assert [r["epoch"] for r in epochs if r["type"] == "epoch"] == [1], "the metrics are kept in the run's folder"
 
 
-def test_job_failing_before_training_is_counted_in_the_sweep_report(tmp_path):
-    proc = labnet(tmp_path, "-m", "trainer.epochs=1", "dataset.val_size=-1,60", "tracking=none")
+def test_job_failing_before_training_is_counted_in_the_sweep_report(tmp_path, cli):
+    proc = cli(tmp_path, "-m", "trainer.epochs=1", "dataset.val_size=-1,60", "tracking=none")
     assert proc.returncode == 0, proc.stderr
     assert "2 jobs; 1 trained; 1 failed" in proc.stdout
     results = {int(p.parent.name): json.loads(p.read_text()) for p in tmp_path.glob("multirun/*/*/*/result.json")}
@@ -176,7 +152,7 @@ def test_job_failing_before_training_is_counted_in_the_sweep_report(tmp_path):
     assert results[1]["status"] == "FINISHED"
 
 
-def test_large_and_odd_configs_log_within_mlflow_limits(tmp_path):
+def test_large_and_odd_configs_log_within_mlflow_limits(tmp_path, cli):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     # a section of the user's own (unknown top-level keys are refused): a config group in --config-dir
     (tmp_path / "mine" / "odd").mkdir(parents=True)
@@ -184,7 +160,7 @@ def test_large_and_odd_configs_log_within_mlflow_limits(tmp_path):
     (tmp_path / "mine" / "odd" / "values.yaml").write_text(
         f"extra: {extra}\nnotes: {'x' * 10_000}\nnothing: null\nnested: {{a: {{b: [1, 2, {{c: 3}}]}}}}\n"
     )
-    proc = labnet(
+    proc = cli(
         tmp_path, "--config-dir", str(tmp_path / "mine"), "trainer.epochs=1", "+odd=values", f"tracking.uri={uri}"
     )
     assert proc.returncode == 0, proc.stderr
@@ -198,14 +174,14 @@ def test_large_and_odd_configs_log_within_mlflow_limits(tmp_path):
     assert params["odd.nothing"] == "None" and params["odd.nested.a.b"] == "[1, 2, {'c': 3}]"
 
 
-QUIET_PLUGIN = '''
+QUIET_PLUGIN = """
 import labnet
 
 
 @labnet.hookimpl
 def labnet_epoch_end(run, metrics):
     metrics["quiet"] = 1.0
-'''
+"""
 
 
 def test_a_plugin_upgrade_retrains_a_finished_sweep_and_says_why(tmp_path, cli, make_plugin):

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -147,22 +146,13 @@ def test_unreachable_server_with_on_error_warn_trains_and_keeps_metrics(tmp_path
     assert json.loads((folder / "result.json").read_text())["status"] == "FINISHED"
 
 
-def endless_run(cwd: Path, store: str) -> subprocess.Popen:
+def endless_run(cli_start, cwd: Path, store: str) -> subprocess.Popen:
     """A spiral run that trains until it is stopped, tracked into ``store``."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.Popen(
-        [sys.executable, "-m", "labnet", "trainer.epochs=100000", f"tracking.uri={store}"],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return cli_start(cwd, "trainer.epochs=100000", f"tracking.uri={store}")
 
 
-def test_interrupted_run_is_killed_in_mlflow(tmp_path, store):
-    proc = endless_run(tmp_path, store)
+def test_interrupted_run_is_killed_in_mlflow(tmp_path, store, cli_start):
+    proc = endless_run(cli_start, tmp_path, store)
     deadline = time.time() + 120
     while not list(tmp_path.glob("outputs/*/*/checkpoint.npz")) and time.time() < deadline:
         time.sleep(0.2)
@@ -176,10 +166,10 @@ def test_interrupted_run_is_killed_in_mlflow(tmp_path, store):
     assert "SIGINT" in runs[0].data.tags["labnet.error"]
 
 
-def test_killed_training_process_leaves_its_run_killed_not_running(tmp_path, store):
+def test_killed_training_process_leaves_its_run_killed_not_running(tmp_path, store, cli_start):
     """SIGKILL gives labnet no chance to end its run; the background syncer sees its process gone (the journal's
     lock is free) and ends it KILLED, without any other labnet command."""
-    proc = endless_run(tmp_path, store)
+    proc = endless_run(cli_start, tmp_path, store)
     client, deadline = MlflowClient(store), time.time() + 120
     run = None
     while time.time() < deadline and run is None:
@@ -260,17 +250,11 @@ def test_confusion_matrix_picture_shades_cells_by_count(tmp_path):
     assert shade(0, 0) < shade(1, 1) < shade(2, 2) < shade(2, 1) < shade(1, 0) < shade(0, 1)
 
 
-def test_syncer_dying_mid_run_loses_nothing(tmp_path, store):
+def test_syncer_dying_mid_run_loses_nothing(tmp_path, store, cli_start):
     """The background syncer killed while the run trains: the run goes on, and (tracking.sync=wait) a new
     syncer brings MLflow up to date with every epoch before the command returns."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "LABNET_SYNC": "wait"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "labnet", "trainer.epochs=1500", f"tracking.uri={store}", "trainer.progress=false"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    proc = cli_start(
+        tmp_path, "trainer.epochs=1500", f"tracking.uri={store}", "trainer.progress=false", LABNET_SYNC="wait"
     )
     client, deadline = MlflowClient(store), time.time() + 120
     logged = False

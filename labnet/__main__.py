@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
     except KeyboardInterrupt:
-        from labnet.cli.processes import stop_children
+        from labnet.sweeps.processes import stop_children
 
         left = stop_children()
         print("labnet: interrupted" + (f"; stopped {left} worker process(es)" if left else ""), file=sys.stderr)

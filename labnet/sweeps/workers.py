@@ -133,7 +133,7 @@ def _worker_died(worker: Worker, todo: deque[Job], returns: dict[int, Any]) -> N
 
 
 def _stop(workers: list[Worker]) -> None:
-    from labnet.cli.processes import stop_processes
+    from labnet.sweeps.processes import stop_processes
 
     stop_processes([w.process.pid for w in workers if w.process.is_alive()])
     for worker in workers:

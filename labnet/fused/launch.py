@@ -198,8 +198,10 @@ def run_fused(launcher, jobs: Sequence[Job]) -> list[JobReturn]:
     A group that cannot be built (a config or data mistake) runs its jobs one by one instead, so each gets
     the single run's error handling and report."""
     from labnet.fused.members import Member, train_members
+    from labnet.fused.side_by_side import stack_count
     from labnet.sweeps.jobs import mark_failed
 
+    stacks = stack_count(OmegaConf.select(launcher.config, "hydra.launcher.stacks"), len(jobs))
     callbacks = launcher.hydra_context.callbacks
     for job in jobs:
         job.folder.mkdir(parents=True, exist_ok=True)
@@ -210,7 +212,7 @@ def run_fused(launcher, jobs: Sequence[Job]) -> list[JobReturn]:
     before = HydraConfig.instance().cfg
     HydraConfig.instance().set_config(jobs[0].config)  # (a multirun's job, as run_job sets it for the task)
     try:
-        outcomes = train_members([Member(job.cfg, job.config.hydra) for job in jobs])
+        outcomes = train_members([Member(job.cfg, job.config.hydra) for job in jobs], stacks=stacks)
     except KeyboardInterrupt:
         print(
             "labnet: fused group interrupted; run the same command again to resume the sweep (finished jobs are "

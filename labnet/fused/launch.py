@@ -264,7 +264,7 @@ def run_fused(launcher, jobs: Sequence[Job]) -> list[JobReturn]:
 
 
 def _job_return(job: Job) -> JobReturn:
-    hydra_cfg = OmegaConf.create({"hydra": copy.deepcopy(job.config.hydra)})
+    hydra_cfg = OmegaConf.create({"hydra": job.config.hydra})  # (create copies the node: no deepcopy first)
     try:
         name = JobRuntime.instance().get("name")
     except KeyError:

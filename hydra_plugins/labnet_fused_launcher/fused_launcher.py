@@ -7,6 +7,7 @@ run of its own; every other job runs as with Hydra's basic launcher. The work is
 # string annotations then cannot find its module)
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Optional
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn
@@ -18,6 +19,8 @@ from omegaconf import DictConfig
 @dataclass
 class LabnetFusedLauncherConf:
     _target_: str = "hydra_plugins.labnet_fused_launcher.fused_launcher.LabnetFusedLauncher"
+    # a group's members trained as this many stacked models side by side, one thread each (null: one per core)
+    stacks: Optional[int] = None  # noqa: UP045 (Hydra reads the annotation at run time; see above)
 
 
 ConfigStore.instance().store(
@@ -26,13 +29,17 @@ ConfigStore.instance().store(
 
 
 class LabnetFusedLauncher(Launcher):
-    def __init__(self) -> None:
+    def __init__(self, stacks: Optional[int] = None) -> None:  # noqa: UP045
+        self.stacks = stacks  # (read from the config: labnet.fused.launch)
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        from labnet.fused.compose_once import compose_once
+
         self.config, self.task_function, self.hydra_context = config, task_function, hydra_context
+        compose_once(hydra_context)  # (the sweeper's check of each job composes it for the launcher too)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from labnet.fused.launch import launch

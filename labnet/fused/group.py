@@ -27,6 +27,7 @@ from labnet.fused.grouping import differing_keys, fusible_groups
 from labnet.fused.losses import stacked_loss
 from labnet.fused.model import StackedModel, unstackable_layers
 from labnet.fused.optimizers import StackedOptimizer, stackable
+from labnet.fused.side_by_side import fit_side_by_side, split_members
 from labnet.fused.trainer import EpochCallback, FusedTrainer
 from labnet.plugins import Registry
 from labnet.train.trainer import Run, Trainer
@@ -37,9 +38,17 @@ class FusedGroup:
 
     :param members: composed configs (OmegaConf) of jobs that :func:`fusible_groups` puts in one group.
     :param output_dirs: each member's run folder (for its :class:`Run`); the current folder by default.
+    :param stacks: the members are trained as this many stacked models side by side, one thread each
+        (labnet.fused.side_by_side).
     """
 
-    def __init__(self, members: Sequence[DictConfig], manager=None, output_dirs: Sequence[Path] | None = None) -> None:
+    def __init__(
+        self,
+        members: Sequence[DictConfig],
+        manager=None,
+        output_dirs: Sequence[Path] | None = None,
+        stacks: int = 1,
+    ) -> None:
         from labnet.run_policy import plugin_manager_for, trainer_config
         from labnet.runner import _dtype, _rng, default_run_name
 
@@ -80,7 +89,9 @@ class FusedGroup:
         # the checks a single run makes of its trainer options against its data (batch size, objective)
         Trainer(self.models[0], self.losses[0], self.optimizers[0], self.data[0], self.config, self.rngs[0])
         self.why_member_by_member = self._why_not_stacked()
-        self._trainer: FusedTrainer | None = None
+        self.stacks = stacks
+        self._trainers: list[FusedTrainer] = []
+        self._where: dict[int, tuple[FusedTrainer, int]] = {}  # member -> (its stack's trainer, its position)
         self._results: list[tuple[str, str | None]] | None = None
         self._exceptions: dict[int, BaseException] = {}
         self._failed_before: dict[int, BaseException] = {}  # members failed before training (fail())
@@ -123,26 +134,42 @@ class FusedGroup:
             return self._fit_member_by_member(on_epoch_end)
         # members of one optimizer class next to each other: each class is one run of the stacked optimizer
         order = sorted(range(len(self.cfgs)), key=lambda j: type(self.optimizers[j]).__name__)
-        self.order = order
-        model = StackedModel([self.models[j] for j in order])
-        optimizer = StackedOptimizer([self.optimizers[j] for j in order], model.param_segments, model.grad_segments)
-        self._trainer = FusedTrainer(
-            model,
-            stacked_loss([self.losses[j] for j in order]),
-            optimizer,
-            [self.data[j] for j in order],
-            self.config,
-            [self.rngs[j] for j in order],
-            [self.runs[j] for j in order],
-        )
+        stacks = split_members(order, self.stacks)
+        for members in stacks:
+            model = StackedModel([self.models[j] for j in members])
+            optimizer = StackedOptimizer(
+                [self.optimizers[j] for j in members], model.param_segments, model.grad_segments
+            )
+            trainer = FusedTrainer(
+                model,
+                stacked_loss([self.losses[j] for j in members]),
+                optimizer,
+                [self.data[j] for j in members],
+                self.config,
+                [self.rngs[j] for j in members],
+                [self.runs[j] for j in members],
+            )
+            self._trainers.append(trainer)
+            self._where.update({j: (trainer, s) for s, j in enumerate(members)})
         for j, error in self._failed_before.items():
-            self._trainer.fail(order.index(j), str(error))
-            self._trainer.members[order.index(j)].exception = error
-        callback = None if on_epoch_end is None else lambda s, run, epoch, m: on_epoch_end(order[s], run, epoch, m)
-        finals = self._trainer.fit(callback, lambda s, run, epoch: self._save_checkpoint(order[s], epoch))
-        by_member = [{}] * len(order)
-        for s, j in enumerate(order):
-            by_member[j] = finals[s]
+            trainer, s = self._where[j]
+            trainer.fail(s, str(error))
+            trainer.members[s].exception = error
+
+        def epoch_end(i: int):
+            members = stacks[i]
+            if on_epoch_end is None:
+                return None
+            return lambda s, run, epoch, m: on_epoch_end(members[s], run, epoch, m)
+
+        def recorded(i: int):
+            return lambda s, run, epoch: self._save_checkpoint(stacks[i][s], epoch)
+
+        finals = fit_side_by_side(self._trainers, epoch_end, recorded)
+        by_member: list[dict[str, float]] = [{}] * len(order)
+        for members, stack_finals in zip(stacks, finals, strict=True):
+            for s, j in enumerate(members):
+                by_member[j] = stack_finals[s]
         return by_member
 
     def _fit_member_by_member(self, on_epoch_end: EpochCallback | None) -> list[dict[str, float]]:
@@ -179,28 +206,31 @@ class FusedGroup:
     # -- members ------------------------------------------------------------------------
     def member_state(self, j: int) -> dict[str, dict[str, np.ndarray]]:
         """Member j's ``{"model": state_dict, "optim": optimizer state_dict}``, as its single run would save."""
-        if self._trainer is None:
+        if j not in self._where:
             return {"model": self.models[j].state_dict(), "optim": self.optimizers[j].state_dict()}
-        return self._trainer.member_state(self.order.index(j))
+        trainer, s = self._where[j]
+        return trainer.member_state(s)
 
     def status(self, j: int) -> tuple[str, str | None]:
         """(``FINISHED`` or ``FAILED``, the error) of member j after :meth:`fit`."""
-        if self._trainer is None:
+        if j not in self._where:
             return self._results[j]
-        member = self._trainer.members[self.order.index(j)]
-        return member.status, member.error
+        trainer, s = self._where[j]
+        return trainer.members[s].status, trainer.members[s].error
 
     def exception(self, j: int) -> BaseException | None:
         """The exception that failed member j, when one did (a plugin's hook; a divergence has only a message)."""
-        if self._trainer is None:
+        if j not in self._where:
             return self._exceptions.get(j)
-        return self._trainer.members[self.order.index(j)].exception
+        trainer, s = self._where[j]
+        return trainer.members[s].exception
 
     def member_model(self, j: int):
         """Member j's own ``Sequential`` holding its weights now and its last step's gradients (for its hooks)."""
-        if self._trainer is None:
+        if j not in self._where:
             return self.models[j]
-        s, stacked = self.order.index(j), self._trainer.model
+        trainer, s = self._where[j]
+        stacked = trainer.model
         model = stacked.member_model(s)
         np.copyto(model.flat_grads, stacked.member_flat(s, stacked.grad_segments))
         return model

@@ -101,10 +101,14 @@ def compose_job(launcher, num: int, overrides: Sequence[str]) -> Job:
     return Job(num, list(overrides), config, cfg, folder)
 
 
-def reason_to_run_alone(job: Job, prior: dict[str, dict]) -> str | None:
-    """Why labnet's single-job path must run this job (None: it may fuse)."""
+def reason_to_run_alone(job: Job, prior: dict[str, dict], manager=None) -> str | None:
+    """Why labnet's single-job path must run this job (None: it may fuse). ``manager``: the job's plugins
+    (:func:`plugin_manager_for` its config), when the caller has them."""
     sweep = job.cfg.get("sweep") or {}
-    found = prior.get(job_hash(job.flat, plugin_manager_for(job.cfg))) if sweep.get("rerun") != "all" else None
+    if sweep.get("rerun") != "all":
+        found = prior.get(job_hash(job.flat, manager or plugin_manager_for(job.cfg)))
+    else:
+        found = None
     if found and found.get("status") == "FINISHED":
         return "already finished: skipped"
     if found and found.get("status") == "KILLED" and found.get("checkpoint") and Path(found["checkpoint"]).is_file():
@@ -123,8 +127,12 @@ def _plugin_key(flat: dict[str, Any]) -> str:
 
 def plan_jobs(jobs: Sequence[Job], prior: dict[str, dict]) -> Plan:
     plan, fresh = Plan(), []
+    managers: dict[str, object] = {}  # (one per plugin key: loading the plugins scans every installed package)
     for i, job in enumerate(jobs):
-        why = reason_to_run_alone(job, prior)
+        key = _plugin_key(job.flat)
+        if key not in managers:
+            managers[key] = plugin_manager_for(job.cfg)
+        why = reason_to_run_alone(job, prior, managers[key])
         if why is None:
             fresh.append(i)
         else:
@@ -198,8 +206,10 @@ def run_fused(launcher, jobs: Sequence[Job]) -> list[JobReturn]:
     A group that cannot be built (a config or data mistake) runs its jobs one by one instead, so each gets
     the single run's error handling and report."""
     from labnet.fused.members import Member, train_members
+    from labnet.fused.side_by_side import stack_count
     from labnet.sweeps.jobs import mark_failed
 
+    stacks = stack_count(OmegaConf.select(launcher.config, "hydra.launcher.stacks"), len(jobs))
     callbacks = launcher.hydra_context.callbacks
     for job in jobs:
         job.folder.mkdir(parents=True, exist_ok=True)
@@ -210,7 +220,7 @@ def run_fused(launcher, jobs: Sequence[Job]) -> list[JobReturn]:
     before = HydraConfig.instance().cfg
     HydraConfig.instance().set_config(jobs[0].config)  # (a multirun's job, as run_job sets it for the task)
     try:
-        outcomes = train_members([Member(job.cfg, job.config.hydra) for job in jobs])
+        outcomes = train_members([Member(job.cfg, job.config.hydra) for job in jobs], stacks=stacks)
     except KeyboardInterrupt:
         print(
             "labnet: fused group interrupted; run the same command again to resume the sweep (finished jobs are "
@@ -254,7 +264,7 @@ def run_fused(launcher, jobs: Sequence[Job]) -> list[JobReturn]:
 
 
 def _job_return(job: Job) -> JobReturn:
-    hydra_cfg = OmegaConf.create({"hydra": copy.deepcopy(job.config.hydra)})
+    hydra_cfg = OmegaConf.create({"hydra": job.config.hydra})  # (create copies the node: no deepcopy first)
     try:
         name = JobRuntime.instance().get("name")
     except KeyError:

@@ -9,6 +9,7 @@ diverges, whose hook fails or that stops early does so alone; Ctrl-C ends every 
 from __future__ import annotations
 
 import math
+import os
 import sys
 import uuid
 from collections.abc import Sequence
@@ -46,8 +47,9 @@ class Outcome:
     error: BaseException | None = None
 
 
-def train_members(members: Sequence[Member], manager=None) -> list[Outcome]:
+def train_members(members: Sequence[Member], manager=None, stacks: int = 1) -> list[Outcome]:
     """Build the members' fused group, train it and record every member as its own run; one outcome each.
+    ``stacks``: the group trains as that many stacks side by side, one thread each (labnet.fused.side_by_side).
 
     A ``LabnetError`` raised before any member's journal starts (the group cannot be built: a config or data
     mistake) propagates, and nothing is written: the launcher then runs the jobs one by one, as single runs.
@@ -56,7 +58,7 @@ def train_members(members: Sequence[Member], manager=None) -> list[Outcome]:
     cfgs = [m.cfg for m in members]
     manager = manager or plugin_manager_for(cfgs[0])
     manager.call("labnet_configure", cfg=cfgs[0])  # (once per group: the tracker starts its syncer here)
-    group = FusedGroup(cfgs, manager, [Path(m.hydra.runtime.output_dir) for m in members])
+    group = FusedGroup(cfgs, manager, [Path(m.hydra.runtime.output_dir) for m in members], stacks=stacks)
     params = [flatten_config(cfg) for cfg in cfgs]
     for j, run in enumerate(group.runs):
         run.data, run.dataset, run.loss = group.data[j], group.dataset, group.losses[j]
@@ -85,7 +87,7 @@ def train_members(members: Sequence[Member], manager=None) -> list[Outcome]:
             {"params": encode_json(p), "run_key": np.asarray(r.run_key)}
             for p, r in zip(params, group.runs, strict=True)
         ]
-        with limited_threads(thread_limit(cfgs[0])):
+        with limited_threads(stack_threads(cfgs[0], stacks)):
             finals = group.fit(on_epoch_end, checkpoint_meta=meta)
     except BaseException as err:  # the whole group stops (Ctrl-C, a bug): every member ends as a single run would
         status = "KILLED" if _is_interrupt(err) else "FAILED"
@@ -97,6 +99,14 @@ def train_members(members: Sequence[Member], manager=None) -> list[Outcome]:
                 print(f"labnet: warning: ending {run.output_dir} failed too: {end_error}", file=sys.stderr)
         raise
     return [_end_member(group, j, manager, finals[j], start_time) for j in range(len(cfgs))]
+
+
+def stack_threads(cfg: DictConfig, stacks: int) -> int:
+    """BLAS threads per stack: ``trainer.threads``, else a single job's (all cores but one) for one stack, else
+    the cores shared among the stacks (as joblib's workers share them)."""
+    if stacks == 1 or cfg.trainer.get("threads") is not None:
+        return thread_limit(cfg)
+    return max(1, (os.cpu_count() or 1) // stacks)
 
 
 def _member_model(group: FusedGroup, j: int):

@@ -69,6 +69,7 @@ class FusedTrainer:
         self.members = [MemberStatus() for _ in range(self.k)]
         self._park_after_step: list[int] = []
         self._failed_at: dict[int, int] = {}  # member -> the batches of this epoch it completed before failing
+        self._stop = False
 
     # -- members ------------------------------------------------------------------------
     @property
@@ -109,38 +110,65 @@ class FusedTrainer:
         ``on_epoch_end`` is where a single run calls its hooks (an exception fails that member alone);
         ``on_epoch_recorded`` comes after the epoch's history and objective are recorded, where a single run
         writes its checkpoint."""
+        objective = self.begin()
+        for epoch in range(1, self.config.epochs + 1):
+            if not self.active:
+                break
+            self.record_epoch(epoch, self.compute_epoch(epoch), on_epoch_end, on_epoch_recorded)
+        return self.finish(objective)
+
+    # -- the phases of an epoch (labnet.fused.side_by_side runs several stacks' compute phases in threads) --
+    def begin(self) -> str:
+        """Each run's objective metric set; returns it."""
         cfg = self.config
         objective = cfg.objective if self.data[0].val is not None else cfg.objective.replace("val_", "train_")
         for run in self.runs:
             run.objective_metric = objective
-        for epoch in range(1, cfg.epochs + 1):
-            if not self.active:
-                break
-            trained = self._train_epoch(epoch)
-            evaluated = self._evaluate()
-            for j, metrics in trained.items():
-                if self.members[j].status != "RUNNING":
-                    continue
-                run = self.runs[j]
-                run.epoch = epoch
-                metrics.update(evaluated[j])
-                if on_epoch_end is not None:
-                    try:
-                        on_epoch_end(j, run, epoch, metrics)
-                    except Exception as err:  # (a plugin's hook) this member fails, the others train on
-                        self.fail(j, f"{type(err).__name__}: {err}" if not str(err) else str(err))
-                        self.members[j].exception = err
-                        continue
-                run.history.append(metrics)
-                record_objective(run, epoch, metrics[objective], cfg.patience)
-                if on_epoch_recorded is not None:
-                    on_epoch_recorded(j, run, epoch)
-                if run.stop_reason:
-                    self._freeze(j, "STOPPED")
-                    self.optimizer.park(j)
-        return self._final(objective)
+        return objective
 
-    def _final(self, objective: str) -> list[dict[str, float]]:
+    def compute_epoch(self, epoch: int) -> dict[int, dict[str, float]]:
+        """Train one epoch and evaluate it: each member's metrics (only NumPy work on this stack's arrays)."""
+        trained = self._train_epoch(epoch)
+        evaluated = self._evaluate()
+        for j, metrics in trained.items():
+            metrics.update(evaluated[j])
+        return trained
+
+    def stop(self) -> None:
+        """Stop training at the next step (from another thread: the sweep was interrupted)."""
+        self._stop = True
+
+    def record_epoch(
+        self,
+        epoch: int,
+        trained: dict[int, dict[str, float]],
+        on_epoch_end: EpochCallback | None = None,
+        on_epoch_recorded: RecordedCallback | None = None,
+    ) -> None:
+        """Hooks, history, objective and checkpoint of each member still training after ``epoch``."""
+        cfg, objective = self.config, self.runs[0].objective_metric
+        for j, metrics in trained.items():
+            if self.members[j].status != "RUNNING":
+                continue
+            run = self.runs[j]
+            run.epoch = epoch
+            if on_epoch_end is not None:
+                try:
+                    on_epoch_end(j, run, epoch, metrics)
+                except Exception as err:  # (a plugin's hook) this member fails, the others train on
+                    self.fail(j, f"{type(err).__name__}: {err}" if not str(err) else str(err))
+                    self.members[j].exception = err
+                    continue
+            run.history.append(metrics)
+            record_objective(run, epoch, metrics[objective], cfg.patience)
+            if on_epoch_recorded is not None:
+                on_epoch_recorded(j, run, epoch)
+            if run.stop_reason:
+                self._freeze(j, "STOPPED")
+                self.optimizer.park(j)
+
+    def finish(self, objective: str) -> list[dict[str, float]]:
+        """Each member's final metrics (its test split evaluated, stacked), its status FINISHED unless it failed."""
         for j, member in enumerate(self.members):
             if member.status == "STOPPED":  # (batch norm's running statistics moved while it was frozen)
                 self.model.load_member_state_dict(j, member.snapshot["model"])
@@ -182,6 +210,8 @@ class FusedTrainer:
         training = self.active
         t0 = time.perf_counter()
         for b in range(n_batches):
+            if self._stop:
+                raise KeyboardInterrupt
             lo, hi = b * bs, min(n, (b + 1) * bs)
             m = hi - lo
             if shared:

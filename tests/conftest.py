@@ -167,29 +167,35 @@ def empty_store(target: Path) -> str:
 
     MLflow makes a new database by running its ~60 schema migrations, ~4 s each time; the tests copy one made
     once per session instead, which is the same file MLflow would have made. Its ``Default`` experiment's
-    artifact folder is moved next to the copy, as MLflow would have put it."""
+    artifact folder is set next to the copy, as MLflow would have put it."""
     import sqlite3
+
+    from labnet.tracking.store import create_whole
 
     if not target.exists():
         (template_folder,) = _store_template_folder
         template = template_folder / "mlflow.db"
-        if not template.exists():
-            from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-            store = SqlAlchemyStore(f"sqlite:///{template}", str(template_folder / "mlruns"))
-            store.engine.dispose()
+        create_whole(f"sqlite:///{template}")  # (labnet's own way of making a store; a no-op once made)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(template, target)
         with contextlib.closing(sqlite3.connect(target)) as db, db:
-            (location,) = db.execute("SELECT artifact_location FROM experiments WHERE experiment_id = 0").fetchone()
-            moved = location.replace(str(template_folder / "mlruns"), str(target.parent / "mlruns"))
-            db.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0", (moved,))
+            location = str(target.parent / "mlruns" / "0")
+            db.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0", (location,))
     return f"sqlite:///{target}"
 
 
 # --------------------------------------------------------------------------- the command line, as a user runs it
 
 REPO = Path(__file__).resolve().parents[1]
+#: settings from the shell the tests run in that would change what a labnet command does
+OUTSIDE_SETTINGS = (
+    "LABNET_DEBUG",
+    "HYDRA_FULL_ERROR",
+    "LABNET_SWEEP_ID",
+    "LABNET_SWEEP_DIR",
+    "MLFLOW_TRACKING_URI",
+    "RAY_ADDRESS",
+)
 
 
 def labnet_env(path: tuple[Path, ...] = (), **extra: str) -> dict[str, str]:
@@ -199,14 +205,7 @@ def labnet_env(path: tuple[Path, ...] = (), **extra: str) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(
         [*map(str, path), str(REPO)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
     )
-    for key in (
-        "LABNET_DEBUG",
-        "HYDRA_FULL_ERROR",
-        "LABNET_SWEEP_ID",
-        "LABNET_SWEEP_DIR",
-        "MLFLOW_TRACKING_URI",
-        "RAY_ADDRESS",
-    ):
+    for key in OUTSIDE_SETTINGS:
         env.pop(key, None)
     env.update(extra)
     return env
@@ -308,7 +307,7 @@ def labnet_main(cwd: Path, *args: str) -> subprocess.CompletedProcess:
 @pytest.fixture
 def cli_in_process(monkeypatch) -> Callable[..., subprocess.CompletedProcess]:
     """``cli_in_process(cwd, *args)``: see :func:`labnet_main` (the environment it changes is restored)."""
-    for key in ("LABNET_DEBUG", "LABNET_SWEEP_ID", "LABNET_SWEEP_DIR", "MLFLOW_TRACKING_URI"):
+    for key in OUTSIDE_SETTINGS:
         monkeypatch.delenv(key, raising=False)
     return labnet_main
 

@@ -181,6 +181,88 @@ def test_a_store_whose_creation_was_killed_is_made_anew_by_the_next_sync(tmp_pat
     assert not [*tmp_path.glob(".*partial*")], "the half-made store is gone"
 
 
+#: on PYTHONPATH, pauses its process in the middle of MLflow's schema migrations (after the third table) until
+#: the file $PAUSE_UNTIL exists, having written $PAUSE_UNTIL.paused: a store creation caught half-way, on cue
+PAUSED_IN_MIGRATION = """
+import importlib
+import importlib.abc
+import os
+import sys
+import time
+
+
+class PauseInMigration(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "alembic.operations":
+            return None
+        sys.meta_path.remove(self)
+        module = importlib.import_module(name)
+        create_table, made = module.Operations.create_table, []
+
+        def counted(operations, *args, **kwargs):
+            table = create_table(operations, *args, **kwargs)
+            made.append(table)
+            if len(made) == 3:
+                cue = os.environ["PAUSE_UNTIL"]
+                open(cue + ".paused", "w").close()
+                deadline = time.monotonic() + 120
+                while not os.path.exists(cue) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+            return table
+
+        module.Operations.create_table = counted
+        return module.__spec__
+
+
+sys.meta_path.insert(0, PauseInMigration())
+"""
+
+#: another program opening a store as `mlflow ui` does: MLflow creates a missing one in place
+OTHER_PROGRAM = """
+import sys
+from mlflow.tracking import MlflowClient
+
+MlflowClient(sys.argv[1]).create_experiment("made-by-another-program")
+"""
+
+
+def _wait_for_file(path: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert path.exists(), f"{path} did not appear"
+
+
+def test_a_store_another_program_creates_meanwhile_is_not_replaced(tmp_path, cli, cli_start):
+    """`python -m labnet && mlflow ui`: the UI creates the folder's store in place while the run's syncer may be
+    building it under another name. The syncer must not rename its store over the UI's (the UI then fails on
+    its vanished file, and what it stored is lost): both succeed, and the store holds what each put there."""
+    import sys
+
+    trained = cli(tmp_path, "trainer.epochs=3", "tracking.sync=later", *SPIRAL, fresh_store=True)
+    assert trained.returncode == 0, trained.stderr
+    (folder,) = run_folders(tmp_path / "outputs")
+    pauser = tmp_path / "pauser"
+    pauser.mkdir()
+    (pauser / "sitecustomize.py").write_text(PAUSED_IN_MIGRATION)
+    cue = tmp_path / "go"
+    sync = cli_start(tmp_path, "sync", "--wait", str(folder), path=(pauser,), fresh_store=True, PAUSE_UNTIL=str(cue))
+    _wait_for_file(Path(f"{cue}.paused"))  # the syncer's store is half made
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    other = subprocess.run(
+        [sys.executable, "-c", OTHER_PROGRAM, store(tmp_path)], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    cue.touch()
+    out, err = sync.communicate(timeout=120)
+    assert other.returncode == 0, other.stderr[-3000:]
+    assert sync.returncode == 0, err[-3000:]
+    client = MlflowClient(store(tmp_path))
+    assert client.get_experiment_by_name("made-by-another-program") is not None, "the other program's store is kept"
+    (run,) = all_runs(store(tmp_path))
+    assert run.info.status == "FINISHED" and metric_steps(store(tmp_path), run.info.run_id) == [1, 2, 3]
+    assert not [*tmp_path.glob(".*partial*")]
+
+
 def test_sweeps_started_together_keep_their_jobs_apart(tmp_path, cli_start):
     sweeps = [
         cli_start(tmp_path, "-m", f"optimizer.lr={a},{b}", "trainer.epochs=2", *SPIRAL, fresh_store=True)

@@ -272,3 +272,39 @@ def test_syncer_dying_mid_run_loses_nothing(tmp_path, store, cli_start):
     (run,) = client.search_runs([client.get_experiment_by_name("spiral").experiment_id])
     assert run.info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == list(range(1, 1501))
+
+
+def test_a_store_being_made_by_another_program_is_waited_for_and_a_settled_one_is_not(tmp_path):
+    """``create_whole`` on a store file another program is migrating waits until its schema is MLflow's whole one
+    (opening it earlier would migrate it a second time); an old file nobody writes is not waited for."""
+    import sqlite3
+    import threading
+
+    from labnet.tracking import store
+
+    head = store._latest_schema()
+    path = tmp_path / "mlflow.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
+        db.execute("INSERT INTO alembic_version VALUES ('451aebb31d03')")  # (MLflow's first migration)
+
+    def finish_migrating():
+        time.sleep(1.0)
+        with sqlite3.connect(path) as db:
+            db.execute("UPDATE alembic_version SET version_num = ?", (head,))
+
+    other = threading.Thread(target=finish_migrating)
+    other.start()
+    started = time.monotonic()
+    store.create_whole(f"sqlite:///{path}")
+    waited = time.monotonic() - started
+    other.join()
+    assert 0.9 < waited < 10, waited
+    assert store._schema_of(path) == head
+
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE alembic_version SET version_num = '451aebb31d03'")
+    os.utime(path, (time.time() - 3600, time.time() - 3600))  # settled: written an hour ago
+    started = time.monotonic()
+    store.create_whole(f"sqlite:///{path}")
+    assert time.monotonic() - started < 1.0, "an old store is MLflow's to report, not labnet's to wait for"

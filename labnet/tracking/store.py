@@ -111,9 +111,17 @@ def create_whole(uri: str) -> None:
 
     MLflow builds a new database by running its ~60 schema migrations in place, for seconds; a process killed
     meanwhile (Ctrl-C twice, SIGKILL) leaves a file no later process can open ('table ... already exists').
-    Built under a temporary name and renamed, the store is either absent or complete."""
+    Built under a temporary name and linked into place, the store is either absent or complete.
+
+    Other programs create the same file in place without labnet's lock: ``python -m labnet && mlflow ui``
+    starts the UI while the run's syncer may be building the store. The one that got there first keeps it:
+    a store that appeared meanwhile is not replaced (the UI would fail on its vanished file), and a store
+    still being made by another program is waited for (opening it would migrate it a second time)."""
     path = sqlite_path(uri)
-    if path is None or path.exists():
+    if path is None:
+        return
+    if path.exists():
+        wait_until_made(path)
         return
     from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
@@ -125,6 +133,58 @@ def create_whole(uri: str) -> None:
         # (the artifact root MLflow itself would give the store's Default experiment)
         store = SqlAlchemyStore(f"{SQLITE}{partial}", DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH)
         store.engine.dispose()
-        os.replace(partial, path)
+        try:
+            os.link(partial, path)  # (only where no file is: unlike a rename, it never replaces one)
+        except FileExistsError:  # another program made it meanwhile: theirs stays
+            wait_until_made(path)
     finally:
         partial.unlink(missing_ok=True)
+
+
+#: how long a store another program is creating is waited for (MLflow's migrations take seconds)
+MADE_WAIT_SECONDS = 120.0
+SETTLED_SECONDS = 30.0  # a store file unchanged this long is not being made by anyone
+
+
+def wait_until_made(path: Path, timeout: float = MADE_WAIT_SECONDS) -> None:
+    """Return once the SQLite store at ``path`` has MLflow's whole schema, or was last written long ago (an
+    older schema is MLflow's to report), or after ``timeout`` (what MLflow then says is reported as usual)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    head = None
+    while time.monotonic() < deadline:
+        try:
+            if time.time() - path.stat().st_mtime > SETTLED_SECONDS:
+                return
+        except OSError:
+            return
+        if head is None:
+            head = _latest_schema()
+            if head is None:
+                return
+        if _schema_of(path) == head:
+            return
+        time.sleep(0.2)
+
+
+def _latest_schema() -> str | None:
+    """The schema revision this MLflow creates (None: it cannot say)."""
+    try:
+        from mlflow.store.db.utils import _get_latest_schema_revision
+
+        return _get_latest_schema_revision()
+    except Exception:
+        return None
+
+
+def _schema_of(path: Path) -> str | None:
+    """The schema revision a SQLite store is at, read without writing (None: not yet, or not readable)."""
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)) as db:
+            row = db.execute("SELECT version_num FROM alembic_version").fetchone()
+    except sqlite3.Error:
+        return None
+    return row[0] if row else None

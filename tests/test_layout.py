@@ -172,3 +172,14 @@ def test_importing_labnet_imports_no_heavy_library(statement):
     code = f"{statement}; import sys; print(' '.join(sorted({{m.split('.')[0] for m in sys.modules}})))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert set(done.stdout.split()) & set(HEAVY) == set()
+
+
+def test_only_tracking_and_the_store_reader_make_an_mlflow_client():
+    """The studies plugin (and any other module) reads a store through labnet.compare.stores and logs on a
+    sweep's parent run through tracking/, never with an MlflowClient of its own."""
+    makers = set()
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and any(alias.name == "MlflowClient" for alias in node.names):
+                makers.add(name)
+    assert {n for n in makers if not n.startswith("labnet.tracking.")} == {"labnet.compare.stores"}

@@ -127,8 +127,8 @@ def test_a_run_returns_its_record_and_the_next_starts_clean(workdir):
 
 
 def test_a_sweep_reads_back_as_the_compare_table_and_leaves_no_parent_run_behind(workdir):
-    from labnet.cli.compare.stores import SqliteStore
     from labnet.compare.formats import columns
+    from labnet.compare.stores import SqliteStore
 
     sweep = labnet.sweep("optimizer=sgd,adam", "optimizer.lr=0.01,0.1", trainer={"epochs": 3})
     table = sweep.table

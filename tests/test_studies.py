@@ -184,3 +184,44 @@ def test_a_plot_that_fails_is_a_warning_not_the_end_of_the_sweep(tmp_path, monke
     sweep = Sweep(id="s", dir=tmp_path, cfg=OmegaConf.create({"study": {"name": "p", "plot": "paths"}}))
     studies.labnet_sweep_end(sweep=sweep, results=[{"job": 0, "status": "FINISHED", "params": {}}])
     assert "study 'p': the plot failed: ValueError: no axes" in capsys.readouterr().err
+
+
+def test_the_study_reads_a_skipped_jobs_folder_from_the_store_and_logs_its_files_on_the_parent_run(
+    tmp_path, monkeypatch
+):
+    """Through labnet's store reader (labnet.compare.stores) and the tracker's parent-run logging, with no
+    MLflow client of its own."""
+    from mlflow.tracking import MlflowClient
+    from omegaconf import OmegaConf
+
+    from labnet import studies
+    from labnet.studies import plots as studies_plots
+    from labnet.sweeps.callback import Sweep
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("studies")
+    earlier = client.create_run(experiment, tags={"labnet.output_dir": str(tmp_path / "earlier")})
+    parent = client.create_run(experiment, run_name="sweep-s", tags={"labnet.role": "sweep"})
+    sweep = Sweep(id="s", dir=tmp_path, cfg=OmegaConf.create({"study": {"name": "p", "plot": "paths"}}))
+    sweep.info.update(mlflow_uri=uri, mlflow_parent_run_id=parent.info.run_id)
+
+    assert studies._earlier_output_dir({"run_id": earlier.info.run_id}, sweep) == tmp_path / "earlier"
+    assert studies._earlier_output_dir({"run_id": "0" * 32}, sweep) is None  # no such run
+    assert studies._earlier_output_dir({"run_id": earlier.info.run_id}, Sweep("s", tmp_path, sweep.cfg)) is None
+
+    def table(study, jobs, folder):
+        (folder / "p.csv").write_text("label,job\nsgd,0\n")
+        return [folder / "p.csv"]
+
+    monkeypatch.setitem(studies_plots.PLOTS, "paths", table)
+    job_dir = tmp_path / "job0"
+    (job_dir / "health").mkdir(parents=True)
+    (job_dir / "health" / "activations_1.png").write_bytes(b"png")
+    result = {"job": 0, "status": "FINISHED", "params": {}, "output_dir": str(job_dir)}
+    studies.labnet_sweep_end(sweep=sweep, results=[result])
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"p.csv", "activations"} <= logged
+    assert [a.path for a in client.list_artifacts(parent.info.run_id, "activations/0-job")] == [
+        "activations/0-job/activations_1.png"
+    ]

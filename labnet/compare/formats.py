@@ -9,7 +9,7 @@ import math
 from typing import Any
 
 from labnet.compare.rows import MAIN_METRICS
-from labnet.tracking.params import param_value
+from labnet.params import param_value
 from labnet.train.objective import minimizes
 
 FORMATS = ("table", "csv", "json", "markdown")

@@ -1,9 +1,12 @@
-"""The objective against the learning rate, one line per optimizer.
+"""The objective against the learning rate, one line per optimizer: the one picture of it, drawn for
+`labnet compare --plot`, a sweep's ``objective_vs_lr.png`` (on its parent run) and ``labnet.sweep(...).plot()``.
 
 The x axis is ``optimizer.lr`` (log scale) when the runs have it, else the first numeric param
-that varies. Lines are one per ``optimizer.name`` when that varies, else one per value of the first
-other varying param (categorical ones first), else a single line. Several runs at one x (seeds,
-replicates, a param that is neither x nor the line) are all drawn as points, the line joins their mean.
+that varies (a caller may name it: ``x``). Lines are one per ``optimizer.name`` when that varies, else
+one per value of the first other varying param (categorical ones first; replicate keys, seed and
+sweep.replicate, never), else a single line. Several runs at one x of a line (replicates, a param that is
+neither x nor the line) are all drawn as points; the line joins their mean, with an error bar of one
+standard deviation. The y label says which way the objective improves.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from labnet.tracking.params import param_value
+from labnet.compare.rows import REPLICATE_KEYS, mean_and_spread
+from labnet.figures import pyplot
+from labnet.params import param_value
 from labnet.train.objective import minimizes
 
 X_PARAM = "optimizer.lr"
@@ -33,29 +38,34 @@ def _numeric(rows: list[dict[str, Any]], key: str) -> bool:
     return bool(present) and all(_number(v) is not None for v in present)
 
 
-def choose_axes(rows: list[dict[str, Any]], params: list[str]) -> tuple[str, str | None]:
-    """The param on the x axis and the param that makes the lines (None: one line)."""
-    if any(_number(r.get(X_PARAM)) is not None for r in rows):
+def choose_axes(rows: list[dict[str, Any]], params: list[str], x: str | None = None) -> tuple[str, str | None]:
+    """The param on the x axis (``x`` when given: a ValueError if no run has a number there) and the param
+    that makes the lines (None: one line)."""
+    if x is not None:
+        if not any(_number(r.get(x)) is not None for r in rows):
+            raise ValueError(f"nothing to plot against: no run has a number for {x}")
+    elif any(_number(r.get(X_PARAM)) is not None for r in rows):
         x = X_PARAM
     else:
         x = next((p for p in params if _numeric(rows, p)), None)
         if x is None:
             raise ValueError(f"nothing to plot against: the runs have no {X_PARAM} and no other numeric param varies")
-    others = [p for p in params if p != x]
+    others = [p for p in params if p != x and p not in REPLICATE_KEYS]
     if LINE_PARAM in others:
         return x, LINE_PARAM
     categorical = [p for p in others if not _numeric(rows, p)]
     return x, (categorical or others or [None])[0]
 
 
-def plot_objective(rows: list[dict[str, Any]], params: list[str], path: Path, title: str | None = None) -> Path:
-    """Draw the rows' objective against the learning rate into ``path`` (PNG); ValueError if nothing to draw."""
-    from labnet.tracking.plots import pyplot
-
+def plot_objective(
+    rows: list[dict[str, Any]], params: list[str], path: Path, title: str | None = None, x: str | None = None
+) -> Path:
+    """Draw the rows' objective against the learning rate (or ``x``) into ``path`` (PNG); ValueError if
+    nothing to draw."""
     plt = pyplot()
     fig = plt.figure(figsize=(6.5, 4.2))
     try:
-        draw_objective(fig, rows, params, title)
+        draw_objective(fig, rows, params, title, x)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=100, format="png")
@@ -64,31 +74,38 @@ def plot_objective(rows: list[dict[str, Any]], params: list[str], path: Path, ti
     return path
 
 
-def draw_objective(fig, rows: list[dict[str, Any]], params: list[str], title: str | None = None) -> None:
+def draw_objective(
+    fig, rows: list[dict[str, Any]], params: list[str], title: str | None = None, x: str | None = None
+) -> None:
     """:func:`plot_objective` on a given figure (``labnet.sweep(...).plot()`` draws on one of its own)."""
-    x_key, line_key = choose_axes(rows, params)
+    x_key, line_key = choose_axes(rows, params, x)
     objective = next((r["objective_metric"] for r in rows if r.get("objective_metric")), "objective")
     lines: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
     skipped = 0
     for row in rows:
-        x, y = _number(row.get(x_key)), row.get("objective")
-        if x is None or not isinstance(y, (int, float)) or not math.isfinite(y):
+        at, y = _number(row.get(x_key)), row.get("objective")
+        if at is None or not isinstance(y, (int, float)) or not math.isfinite(y):
             skipped += 1
             continue
         label = f"{row.get(line_key)}" if line_key else objective
-        lines[label][x].append(float(y))
+        lines[label][at].append(float(y))
     if not lines:
         raise ValueError(f"no run has both a {x_key} and a finite {objective}")
 
-    xs = [x for points in lines.values() for x in points]
-    log_x = min(xs) > 0 and (x_key == X_PARAM or max(xs) / min(xs) >= 100)
+    every_x = [at for points in lines.values() for at in points]
+    log_x = min(every_x) > 0 and (x_key == X_PARAM or max(every_x) / min(every_x) >= 100)
     ax = fig.subplots()
     for label in sorted(lines, key=_label_order):
         points = sorted(lines[label].items())
-        (line,) = ax.plot([x for x, _ in points], [sum(v) / len(v) for _, v in points], marker="o", label=label)
-        if any(len(v) > 1 for _, v in points):
-            scatter = [(x, y) for x, values in points for y in values]
-            ax.scatter([x for x, _ in scatter], [y for _, y in scatter], s=12, alpha=0.5, color=line.get_color())
+        xs = [at for at, _ in points]
+        means, spreads = zip(*(mean_and_spread(values) for _, values in points), strict=True)
+        if any(len(values) > 1 for _, values in points):  # replicates: mean ± one standard deviation, and each run
+            bars = ax.errorbar(xs, means, yerr=spreads, marker="o", capsize=3, label=label)
+            scatter = [(at, y) for at, values in points for y in values]
+            color = bars.lines[0].get_color()
+            ax.scatter([at for at, _ in scatter], [y for _, y in scatter], s=12, alpha=0.5, color=color)
+        else:
+            ax.plot(xs, means, marker="o", label=label)
     if log_x:
         ax.set_xscale("log")
     ax.set_xlabel(x_key + (" (log scale)" if log_x else ""))

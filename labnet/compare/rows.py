@@ -19,6 +19,9 @@ from labnet.train.objective import minimizes
 #: final values of these metrics are shown for every run (test_accuracy only when some run has it)
 MAIN_METRICS = ("val_accuracy", "test_accuracy", "train_loss")
 IGNORED_PARAM_PREFIXES = RUN_INVARIANT_PREFIXES
+#: params that make replicates of one configuration (``sweep.replicates=N``): runs differing only in these
+#: are one configuration's, summarised by their mean and spread
+REPLICATE_KEYS = ("seed", "sweep.replicate")
 
 
 def result_record(result: Any, name: str | None = None) -> dict[str, Any]:
@@ -97,3 +100,11 @@ def sort_key(row: dict[str, Any]) -> tuple:
 
 def sort_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(rows, key=sort_key)
+
+
+def mean_and_spread(values: list[float]) -> tuple[float, float]:
+    """The mean of replicates' objectives (NaN for none) and their sample standard deviation (0 for fewer than
+    two): a sweep's ``summary_by_config.csv`` and the error bars of the objective-vs-lr plot."""
+    mean = sum(values) / len(values) if values else math.nan
+    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
+    return mean, std

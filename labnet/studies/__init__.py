@@ -112,15 +112,21 @@ def labnet_sweep_start(sweep):
 
 
 def _earlier_output_dir(result: dict[str, Any], sweep) -> Path | None:
-    """Where a job skipped as already finished ran before (the MLflow run's ``labnet.output_dir`` tag)."""
+    """Where a job skipped as already finished ran before: its run's ``labnet.output_dir`` tag, read from the
+    sweep's tracking store (:mod:`labnet.compare.stores`: a SQLite file without importing MLflow)."""
     if not result.get("run_id") or not sweep.info.get("mlflow_uri"):
         return None
-    from mlflow.tracking import MlflowClient
+    from labnet.compare.stores import open_store
 
     try:
-        tag = MlflowClient(sweep.info["mlflow_uri"]).get_run(result["run_id"]).data.tags.get("labnet.output_dir")
-    except Exception:
+        store = open_store(sweep.info["mlflow_uri"])
+        try:
+            run = store.run(result["run_id"])
+        finally:
+            store.close()
+    except Exception:  # a store that cannot be read: the job is drawn from what its result holds
         return None
+    tag = run["tags"].get("labnet.output_dir") if run is not None else None
     return Path(tag) if tag else None
 
 
@@ -173,15 +179,12 @@ def labnet_sweep_end(sweep, results):
     for path in files:
         if path.suffix == ".csv":
             _print_table(path)
-    parent = sweep.info.get("mlflow_parent_run_id")
-    if parent:
-        from mlflow.tracking import MlflowClient
+    if sweep.info.get("mlflow_parent_run_id"):  # (tracked: the tracker's labnet_sweep_end has run)
+        from labnet.tracking.sweep_summary import log_on_parent
 
-        client = MlflowClient(sweep.info["mlflow_uri"])
-        for path in files:
-            client.log_artifact(parent, str(path))
+        log_on_parent(sweep, files)
         # health.histograms=true: each job's activation histograms (the book's figs. 6-10 to 6-14) on the parent too
         for result in results:
             label = "-".join(str(result.get("params", {}).get(k)) for k in [study.get("label")] if k) or "job"
-            for png in sorted(Path(result.get("output_dir") or ".").glob("health/activations_*.png")):
-                client.log_artifact(parent, str(png), f"activations/{result.get('job')}-{label}")
+            pngs = sorted(Path(result.get("output_dir") or ".").glob("health/activations_*.png"))
+            log_on_parent(sweep, pngs, f"activations/{result.get('job')}-{label}")

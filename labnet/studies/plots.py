@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from labnet.figures import pyplot
 from labnet.studies.components import FUNCTIONS
 from labnet.studies.jobs import Job
-from labnet.tracking.plots import pyplot
 
 MARKERS = ("o", "x", "s", "D", "^", "v", "*", "P")
 LINESTYLES = ("-", "--", ":", "-.")

@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from labnet.errors import TrackingError
+from labnet.params import param_entries
 from labnet.record.files import atomic_write_text
 from labnet.record.journal import JOURNAL_FILE, end_abandoned, owner_alive, read_records, read_state
 from labnet.record.result import SYNC_STATE_FILE
 from labnet.tracking.metric_names import STEP_LOSS, mlflow_metric_name
-from labnet.tracking.params import param_entries
 from labnet.tracking.store import absolute_store_uri, create_whole, sqlite_path, store_lock
 
 MAX_PARAMS_PER_BATCH = 100

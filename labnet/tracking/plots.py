@@ -1,21 +1,13 @@
-"""The pictures a run and a sweep log: learning curves, confusion matrix, objective against lr."""
+"""The pictures a run logs: learning curves and confusion matrix (a sweep's objective against lr is
+:mod:`labnet.compare.plot`'s)."""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-
-def pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from labnet.figures import pyplot
 
 
 def _save(fig, path: Path, tight: bool = True) -> Path:
@@ -87,30 +79,3 @@ def plot_confusion(matrix: np.ndarray, path: Path, title: str) -> Path:
     image.paste(word.rotate(90, expand=True), (8, int(top + k * cell / 2 - 30)))
     image.save(path, compress_level=1)
     return path
-
-
-def plot_objective_vs_lr(rows: list[dict[str, Any]], objective: str, path: Path) -> Path | None:
-    """The book's optimizer comparison from real runs: one line per optimizer, lr on a log axis."""
-    lines: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
-    for row in rows:
-        lr, value = row.get("optimizer.lr"), row.get("objective")
-        if isinstance(lr, (int, float)) and isinstance(value, (int, float)) and np.isfinite(value):
-            std = float(row.get("objective_std") or 0.0)
-            lines[str(row.get("optimizer.name", "?"))].append((float(lr), float(value), std))
-    if not lines:
-        return None
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, points in sorted(lines.items()):
-        points.sort()
-        xs, ys, errs = zip(*points, strict=True)
-        if any(errs):  # replicates: mean with one standard deviation
-            ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, label=name)
-        else:
-            ax.plot(xs, ys, marker="o", label=name)
-    ax.set_xscale("log")
-    ax.set_xlabel("optimizer.lr")
-    ax.set_ylabel(objective)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    return _save(fig, path)

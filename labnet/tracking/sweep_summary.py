@@ -15,12 +15,13 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from labnet import __version__
+from labnet.compare.plot import X_PARAM, plot_objective
+from labnet.params import param_entries, param_value
 from labnet.record.journal import owner_alive
 from labnet.record.result import RunResult
 from labnet.sweeps.best import best_result
 from labnet.sweeps.jobs import PRIOR_RUNS_FILE
 from labnet.tracking.mirror import MAX_PARAMS_PER_BATCH, Mirror, find_or_create_experiment
-from labnet.tracking.params import param_entries, param_value
 from labnet.tracking.prior_runs import prior_runs
 from labnet.tracking.store import EXPERIMENT_ENV, PARENT_RUN_ENV, absolute_store_uri, experiment_name
 from labnet.tracking.sweep_description import NOTE_TAG, describe, look_further, shared_params
@@ -179,7 +180,7 @@ def finish_parent_run(sweep, results: list[dict[str, Any]]) -> None:
     results.sort(key=lambda r: r.job)
     objective = next((r.get("objective_metric") for r in results if r.get("objective_metric")), "val_accuracy")
     rows, params = summary_rows(job_records(results, child_names(client, sweep)))
-    _log_tables(client, parent, sweep.dir, rows, params, objective)
+    log_on_parent(sweep, summary_files(sweep.dir, rows, params, objective))
     counts = {
         "jobs": len(results),
         "finished": sum(1 for r in results if r.get("status") == "FINISHED"),
@@ -189,7 +190,7 @@ def finish_parent_run(sweep, results: list[dict[str, Any]]) -> None:
     }
     overrides = sweep_overrides(sweep.cfg)
     (sweep.dir / "overrides.txt").write_text("\n".join(overrides) + "\n")
-    client.log_artifact(parent, str(sweep.dir / "overrides.txt"))  # (in full: the description may cut them)
+    log_on_parent(sweep, [sweep.dir / "overrides.txt"])  # (in full: the description may cut them)
     commands = look_further(sweep.id, sweep.info["mlflow_uri"])
     sweep.info["look_further"] = commands
     best = best_result(results)
@@ -233,20 +234,30 @@ def child_names(client, sweep) -> dict[str, str]:
     return {run.info.run_id: run.info.run_name for run in runs}
 
 
-def _log_tables(client, parent: str, folder: Path, rows, params, objective: str) -> None:
-    """summary.csv, summary_by_config.csv (replicates) and objective_vs_lr.png on the parent run."""
-    from labnet.tracking.plots import plot_objective_vs_lr
-
+def summary_files(folder: Path, rows, params, objective: str) -> list[Path]:
+    """summary.csv, summary_by_config.csv (replicates) and objective_vs_lr.png, written into ``folder``."""
     if not rows:
-        return
-    client.log_artifact(parent, str(write_csv(folder / "summary.csv", rows, summary_columns(rows, params))))
+        return []
+    files = [write_csv(folder / "summary.csv", rows, summary_columns(rows, params))]
     grouped = replicate_groups(rows, params, objective)
     if grouped:
-        table = write_csv(folder / "summary_by_config.csv", grouped, list(grouped[0]))
-        client.log_artifact(parent, str(table))
-    plot = plot_objective_vs_lr(grouped or rows, objective, folder / "objective_vs_lr.png")
-    if plot is not None:
-        client.log_artifact(parent, str(plot))
+        files.append(write_csv(folder / "summary_by_config.csv", grouped, list(grouped[0])))
+    try:
+        files.append(plot_objective(rows, params, folder / "objective_vs_lr.png", x=X_PARAM))
+    except ValueError:  # no job has an lr and a finite objective: no picture
+        pass
+    return files
+
+
+def log_on_parent(sweep, files: list[Path], artifact_path: str | None = None) -> None:
+    """Files logged on the sweep's parent run, when it has one: the summary's, and those of a plugin whose
+    ``labnet_sweep_end`` runs after the tracker's (a study's plot and table)."""
+    parent = sweep.info.get("mlflow_parent_run_id")
+    if not parent or not files:
+        return
+    client = Mirror().client(sweep.info["mlflow_uri"])
+    for path in files:
+        client.log_artifact(parent, str(path), artifact_path)
 
 
 def _log_shared_params(client, parent: str, shared: dict[str, Any]) -> None:

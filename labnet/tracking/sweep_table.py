@@ -13,11 +13,17 @@ import math
 from pathlib import Path
 from typing import Any
 
-from labnet.compare.rows import MAIN_METRICS, build_rows, result_record, sort_rows, varying_params
+from labnet.compare.rows import (
+    MAIN_METRICS,
+    REPLICATE_KEYS,
+    build_rows,
+    mean_and_spread,
+    result_record,
+    sort_rows,
+    varying_params,
+)
 from labnet.sweeps.best import objective_value
 from labnet.train.objective import minimizes
-
-REPLICATE_KEYS = ("seed", "sweep.replicate")
 
 
 def job_records(results: list[Any], names: dict[str, str]) -> list[dict[str, Any]]:
@@ -56,8 +62,7 @@ def replicate_groups(rows: list[dict[str, Any]], params: list[str], objective: s
     out = []
     for members in groups.values():
         values = [v for v in (objective_value(m) for m in members) if v is not None]
-        mean = sum(values) / len(values) if values else math.nan
-        std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
+        mean, std = mean_and_spread(values)
         first = members[0]
         out.append(
             {

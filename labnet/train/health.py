@@ -214,7 +214,7 @@ class HealthMonitor:
         self.drawn.add(epoch)
         if not outputs:
             return None
-        from labnet.tracking.plots import pyplot
+        from labnet.figures import pyplot
 
         plt = pyplot()
         folder = self.output_dir / "health"

@@ -1,2 +1,2 @@
-"""`labnet compare`: the command (``command``), the stores it reads (``stores``) and what it asks of the
-runs it reads (``records``); their rows, text formats and plot are :mod:`labnet.compare`'s."""
+"""`labnet compare`: its arguments, the runs it looks up and what it prints (``command``); the stores it
+reads, the runs' rows, text formats and plot are the library's, :mod:`labnet.compare`."""

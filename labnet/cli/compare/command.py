@@ -9,13 +9,13 @@
 One row per run: the params that differ between the runs, the objective (``best_<labnet.objective>``),
 the final val_accuracy / test_accuracy / train_loss, status and duration; best first, failed runs last.
 
-Reading the store costs a fixed handful of queries, never one per run. Any store is read through
-``MlflowClient.search_runs`` (:class:`MlflowStore`), but for a local SQLite file that path spends
-4+ CPU seconds importing MLflow and its SQLAlchemy models before the first query, so a SQLite file is
-read directly, read-only, with the standard library (:class:`SqliteStore`: the same runs, params, tags
-and latest metrics MLflow itself would return; see tests/test_compare.py). If the file's tables do not
-look like MLflow's, or with ``--mlflow-client``, the MLflow client is used. The functions at the end
-are pure (MLflow ``Run`` objects or plain dicts in, rows and text out) so that tests call them directly.
+Reading the store (:mod:`labnet.compare.stores`) costs a fixed handful of queries, never one per run.
+Any store is read through ``MlflowClient.search_runs`` (``MlflowStore``), but for a local SQLite file
+that path spends 4+ CPU seconds importing MLflow and its SQLAlchemy models before the first query, so a
+SQLite file is read directly, read-only, with the standard library (``SqliteStore``: the same runs,
+params, tags and latest metrics MLflow itself would return; see tests/test_compare.py). If the file's
+tables do not look like MLflow's, or with ``--mlflow-client``, the MLflow client is used. This module
+parses the arguments, finds the runs asked for and prints them.
 """
 
 from __future__ import annotations
@@ -23,14 +23,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
-from labnet.cli.compare.records import RUN_ID_RE, SWEEP_ID_RE, CompareError, check_metrics, last_activity, metric_names
-from labnet.cli.compare.stores import open_store, resolve_uri
 from labnet.compare.formats import FORMATS, format_rows, title_line
+from labnet.compare.records import CompareError, last_activity
 from labnet.compare.rows import build_rows, sort_rows, varying_params
+from labnet.compare.stores import open_store, resolve_uri
+
+RUN_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+SWEEP_ID_RE = re.compile(r"^[0-9A-Za-z_.-]+$")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,6 +72,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="read a SQLite store through MLflow's client too (slower to start; the same result)",
     )
     return parser
+
+
+def metric_names(text: str) -> list[str]:
+    """``--metrics a,b``: the names, in order, without repeats (argparse reports a ValueError as a usage error)."""
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"{text!r}: give metric names separated by commas, e.g. lr,train_loss")
+    return list(dict.fromkeys(names))
+
+
+def check_metrics(records: list[dict[str, Any]], wanted: list[str]) -> None:
+    """A CompareError for a metric no run logged, listing those that were."""
+    logged = sorted({m for record in records for m in record.get("metrics", {})})
+    unknown = [m for m in wanted if m not in logged]
+    if unknown:
+        raise CompareError(
+            f"--metrics: no run logged {', '.join(map(repr, unknown))}; the runs logged: {', '.join(logged) or 'none'}"
+        )
+
 
 
 def compare_command(argv: list[str]) -> int:

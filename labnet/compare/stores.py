@@ -1,6 +1,7 @@
-"""The tracking stores `labnet compare` reads, behind one interface (experiments, run, children, tagged,
-newest_sweeps, experiment_runs): a local SQLite file read directly and read-only, any other store through
-MLflow's client."""
+"""Reading a tracking store, behind one interface (experiments, run, children, tagged, newest_sweeps,
+experiment_runs, has_runs; each run a record, :mod:`labnet.compare.records`): a local SQLite file read directly
+and read-only, without importing MLflow, any other store through MLflow's client. `labnet compare` reads its
+runs here, and the studies plugin an earlier job's folder."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from labnet.cli.compare.records import MAX_RESULTS, CompareError, last_activity, record_from_run
+from labnet.compare.records import MAX_RESULTS, CompareError, last_activity, record_from_run
 
 
 def default_uri() -> str:

@@ -1,4 +1,5 @@
-"""A run's config as MLflow params, and back: the one place that writes and parses them."""
+"""A run's config as MLflow params, and back: the one place that writes them (the tracker) and parses them
+(the sweep summary, `labnet compare`'s formats and plot)."""
 
 from __future__ import annotations
 

@@ -83,11 +83,7 @@ def test_no_two_modules_import_each_other():
 
 
 #: pairs of packages that import each other on purpose, and why (each is checked to be still there)
-PACKAGE_CIRCLES_ALLOWED = {
-    ("sweeps", "tracking"): "a Ray sweep stopped by Ctrl-C starts the MLflow syncer itself (sweeps/ray_stop.py): no "
-    "hook runs when a sweep is stopped, so the core names the tracker's syncer; the tracker's sweep summary "
-    "reads the sweep's results (sweeps/best.py, sweeps/jobs.py). A hook for a stopped sweep would end it.",
-}
+PACKAGE_CIRCLES_ALLOWED: dict[tuple[str, str], str] = {}
 
 
 def package_of(module: str) -> str | None:

@@ -26,5 +26,10 @@ if RayLauncher is not None:
             try:
                 return super().launch(job_overrides, initial_job_idx)
             except KeyboardInterrupt:
-                end_stopped_jobs(Path(self.config.hydra.sweep.dir), Path(self.config.hydra.runtime.cwd))
+                from labnet.tracking.syncer import ensure_syncer, pending
+
+                end_stopped_jobs(Path(self.config.hydra.sweep.dir))
+                workdir = Path(self.config.hydra.runtime.cwd)  # (no hook ran in the killed jobs: their runs wait here)
+                if pending(workdir):
+                    ensure_syncer(workdir)
                 raise

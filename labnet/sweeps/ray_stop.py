@@ -1,8 +1,9 @@
 """What a Ray sweep's driver does when it is stopped (Ctrl-C, SIGTERM): its jobs run in Ray's worker
 processes, not below the driver, so the command cannot stop them itself; Ray kills them (SIGKILL) once their
-driver disconnects. The driver waits for that, ends each unfinished job KILLED from its journal (its
-checkpoint of the last epoch stays for the re-run) and starts the MLflow syncer of its own folder, where
-the jobs registered their runs: MLflow then holds them KILLED, and running the command again resumes them."""
+driver disconnects. The driver waits for that and ends each unfinished job KILLED from its journal (its
+checkpoint of the last epoch stays for the re-run); the launcher then starts the MLflow syncer of the
+command's folder, where the jobs registered their runs: MLflow then holds them KILLED, and running the
+command again resumes them."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ STOP_SECONDS = 15.0  # Ray kills a disconnected driver's workers within a few se
 REASON = "stopped with its sweep (Ctrl-C or SIGTERM to the command): Ray killed its task"
 
 
-def end_stopped_jobs(sweep_dir: Path, workdir: Path, timeout: float = STOP_SECONDS) -> list[Path]:
+def end_stopped_jobs(sweep_dir: Path, timeout: float = STOP_SECONDS) -> list[Path]:
     """After the driver let go of Ray: each job of ``sweep_dir`` still going on, once its process is gone,
     ended KILLED; the folders it ended."""
     import ray
@@ -29,12 +30,7 @@ def end_stopped_jobs(sweep_dir: Path, workdir: Path, timeout: float = STOP_SECON
     deadline = time.monotonic() + timeout
     while any(owner_alive(f) for f in folders) and time.monotonic() < deadline:
         time.sleep(0.1)
-    ended = [f for f in folders if not owner_alive(f) and end_killed(f, REASON)]
-    from labnet.tracking.syncer import ensure_syncer, pending
-
-    if pending(workdir):
-        ensure_syncer(workdir)
-    return ended
+    return [f for f in folders if not owner_alive(f) and end_killed(f, REASON)]
 
 
 @contextmanager

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from labnet.compare.records import MAX_RESULTS, CompareError, last_activity, record_from_run
+from labnet.store_uri import SQLITE, is_server, server_problem, sqlite_path
 
 
 def default_uri() -> str:
@@ -29,7 +29,7 @@ def default_uri() -> str:
     )
     if major < 3 or has_mlruns:
         return mlruns.resolve().as_uri()
-    return f"sqlite:///{Path('mlflow.db').resolve()}"
+    return f"{SQLITE}{Path('mlflow.db').resolve()}"
 
 
 def resolve_uri(arg: str | None) -> str:
@@ -38,34 +38,22 @@ def resolve_uri(arg: str | None) -> str:
     if not uri:
         return default_uri()
     if "://" not in uri and (uri.endswith((".db", ".sqlite", ".sqlite3")) or Path(uri).is_file()):
-        return f"sqlite:///{Path(uri).expanduser().resolve()}"
+        return f"{SQLITE}{Path(uri).expanduser().resolve()}"
     return uri
-
-
-def _sqlite_path(uri: str) -> Path | None:
-    if not uri.startswith("sqlite:///"):
-        return None
-    from urllib.parse import unquote
-
-    name = unquote(uri[len("sqlite:///") :].split("?")[0])
-    return Path(name).expanduser() if name and name != ":memory:" else None
 
 
 def check_store(uri: str) -> None:
     """Fail fast, and without creating anything, on a store that does not exist or cannot be reached."""
-    path = _sqlite_path(uri)
+    path = sqlite_path(uri)
     if path is not None:
         if not path.is_file() or path.stat().st_size == 0:
             raise CompareError(
                 f"no MLflow store at {uri}: {path.resolve()} does not exist, nothing has been tracked there. Run "
                 "labnet compare where you trained, or point --tracking-uri (or $MLFLOW_TRACKING_URI) at your store"
             )
-    elif uri.startswith(("http://", "https://")):
-        try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5) as response:
-                response.read()
-        except Exception as err:
-            raise CompareError(f"the MLflow tracking server at {uri} cannot be reached ({err})") from None
+    elif is_server(uri):
+        if (problem := server_problem(uri)) is not None:
+            raise CompareError(f"the MLflow tracking server at {uri} cannot be reached ({problem})")
     elif "://" not in uri or uri.startswith("file:"):
         from urllib.parse import unquote, urlparse
 
@@ -79,7 +67,7 @@ def check_store(uri: str) -> None:
 def open_store(uri: str, mlflow_client: bool = False):
     """The store at ``uri``: read directly when it is a SQLite file with MLflow's tables, else through MLflow."""
     check_store(uri)
-    path = _sqlite_path(uri)
+    path = sqlite_path(uri)
     if path is not None and not mlflow_client:
         try:
             return SqliteStore(uri, path)

@@ -29,8 +29,9 @@ from labnet.params import param_entries
 from labnet.record.files import atomic_write_text
 from labnet.record.journal import JOURNAL_FILE, end_abandoned, owner_alive, read_records, read_state
 from labnet.record.result import SYNC_STATE_FILE
+from labnet.store_uri import absolute_store_uri, sqlite_path
 from labnet.tracking.metric_names import STEP_LOSS, mlflow_metric_name
-from labnet.tracking.store import absolute_store_uri, create_whole, sqlite_path, store_lock
+from labnet.tracking.store import create_whole, store_lock
 
 MAX_PARAMS_PER_BATCH = 100
 MAX_METRICS_PER_BATCH = 1000

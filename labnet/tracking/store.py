@@ -7,21 +7,13 @@ import contextlib
 import fcntl
 import os
 import sys
-import urllib.request
 from pathlib import Path
 
 from labnet.errors import TrackingError
+from labnet.store_uri import SQLITE, absolute_store_uri, is_server, server_problem, sqlite_path
 
 PARENT_RUN_ENV = "LABNET_MLFLOW_PARENT_RUN_ID"
 EXPERIMENT_ENV = "LABNET_MLFLOW_EXPERIMENT_ID"
-SQLITE = "sqlite:///"
-
-
-def absolute_store_uri(uri: str) -> str:
-    """A relative ``sqlite:///file`` made absolute, so jobs running in other folders (Ray) find the same store."""
-    if uri.startswith(SQLITE) and not uri[len(SQLITE) :].startswith("/"):
-        return SQLITE + str(Path(uri[len(SQLITE) :]).expanduser().resolve())
-    return uri
 
 
 def explicit_uri(tracking_cfg) -> str | None:
@@ -35,12 +27,6 @@ def explicit_uri(tracking_cfg) -> str | None:
 def experiment_name(cfg) -> str:
     """The MLflow experiment a run goes to: ``tracking.experiment``, else its data set's name."""
     return cfg.tracking.get("experiment") or cfg.dataset.name
-
-
-def sqlite_path(uri: str) -> Path | None:
-    if not uri.startswith(SQLITE):
-        return None
-    return Path(uri[len(SQLITE) :].split("?")[0]).expanduser().resolve()
 
 
 def on_error_policy(tracking_cfg) -> str:
@@ -57,16 +43,13 @@ def check_reachable(uri: str | None) -> None:
     """Fail fast, before training, on a store that cannot be reached."""
     if not uri:
         return
-    if uri.startswith(("http://", "https://")):
-        try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5) as response:
-                response.read()
-        except Exception as err:
+    if is_server(uri):
+        if (problem := server_problem(uri)) is not None:
             raise TrackingError(
-                f"the MLflow tracking server at tracking.uri={uri} cannot be reached ({err}); start it, fix "
+                f"the MLflow tracking server at tracking.uri={uri} cannot be reached ({problem}); start it, fix "
                 "tracking.uri, or train without it: tracking.on_error=warn (the run is recorded in its folder "
                 "and `labnet sync` uploads it later) or tracking=none"
-            ) from None
+            )
     elif (path := sqlite_path(uri)) is not None:
         folder = path.parent
         if not folder.is_dir() or not os.access(folder, os.W_OK):

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from labnet.compare.rows import MAIN_METRICS
-from labnet.tracking.store import sqlite_path
+from labnet.store_uri import sqlite_path
 from labnet.train.objective import minimizes
 
 NOTE_TAG = "mlflow.note.content"

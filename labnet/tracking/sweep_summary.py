@@ -19,11 +19,12 @@ from labnet.compare.plot import X_PARAM, plot_objective
 from labnet.params import param_entries, param_value
 from labnet.record.journal import owner_alive
 from labnet.record.result import RunResult
+from labnet.store_uri import absolute_store_uri
 from labnet.sweeps.best import best_result
 from labnet.sweeps.jobs import PRIOR_RUNS_FILE
 from labnet.tracking.mirror import MAX_PARAMS_PER_BATCH, Mirror, find_or_create_experiment
 from labnet.tracking.prior_runs import prior_runs
-from labnet.tracking.store import EXPERIMENT_ENV, PARENT_RUN_ENV, absolute_store_uri, experiment_name
+from labnet.tracking.store import EXPERIMENT_ENV, PARENT_RUN_ENV, experiment_name
 from labnet.tracking.sweep_description import NOTE_TAG, describe, look_further, shared_params
 from labnet.tracking.sweep_table import job_records, replicate_groups, summary_columns, summary_rows, write_csv
 from labnet.tracking.syncer import pending

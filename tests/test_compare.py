@@ -332,3 +332,16 @@ def test_compare_help_is_compares_own(tmp_path, cli):
     for option in ("--tracking-uri", "--sweep", "--format", "--plot", "--top"):
         assert option in proc.stdout
     assert "config groups" not in proc.stdout
+
+
+def test_right_after_a_run_compare_waits_for_it_to_reach_mlflow(tmp_path, cli):
+    """`python -m labnet && labnet compare`: the run reaches MLflow after the command returned (the background
+    syncer; here not even started: tracking.sync=later). compare waits for a run of its folder that ended, and
+    shows it, instead of saying that nothing has been tracked there."""
+    trained = cli(tmp_path, "trainer.epochs=2", "trainer.progress=false", "tracking.sync=later", fresh_store=True)
+    assert trained.returncode == 0, trained.stderr
+    assert not (tmp_path / "mlflow.db").exists()
+    shown = cli(tmp_path, "compare", "--experiment", "spiral")
+    assert shown.returncode == 0, shown.stderr
+    assert "waiting for 1 run(s) of this folder to reach MLflow" in shown.stderr
+    assert "adam-lr0.001-spiral" in shown.stdout and "FINISHED" in shown.stdout, shown.stdout

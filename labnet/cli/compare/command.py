@@ -92,7 +92,6 @@ def check_metrics(records: list[dict[str, Any]], wanted: list[str]) -> None:
         )
 
 
-
 def compare_command(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # a bad option: argparse's message and exit code 2
@@ -121,8 +120,53 @@ def compare_command(argv: list[str]) -> int:
         return 1
 
 
+#: how long `labnet compare` waits for runs of its folder that ended but are not in MLflow yet
+ARRIVING_SECONDS = 60.0
+
+
+def wait_for_arriving_runs(uri: str, timeout: float = ARRIVING_SECONDS) -> None:
+    """Runs trained in this folder moments ago may still be on their way to MLflow (the background syncer
+    mirrors them after the command returned): wait for those that ended, so that `labnet compare` right after
+    `python -m labnet` shows them instead of an empty or missing store. A run still training is not waited for
+    (MLflow shows it RUNNING), nor one whose sync already failed (the store is down: `labnet sync` says why)."""
+    from labnet.record.journal import owner_alive
+    from labnet.record.result import SYNC_STATE_FILE
+    from labnet.store_uri import SQLITE
+    from labnet.tracking.syncer import pending, wait_for
+
+    workdir = Path.cwd()
+    default = f"{SQLITE}{(workdir / 'mlflow.db').resolve()}"
+    arriving = [
+        folder
+        for _, folder, marked in pending(workdir)
+        if (marked or default) == uri
+        and folder.is_dir()
+        and not owner_alive(folder)
+        and not _sync_failed(folder / SYNC_STATE_FILE)
+    ]
+    if not arriving:
+        return
+    print(f"labnet compare: waiting for {len(arriving)} run(s) of this folder to reach MLflow", file=sys.stderr)
+    if not wait_for(workdir, arriving, timeout):
+        print(
+            "labnet compare: warning: some runs of this folder are not in MLflow yet; `labnet sync --wait` says why",
+            file=sys.stderr,
+        )
+
+
+def _sync_failed(state_file: Path) -> bool:
+    import json
+
+    try:
+        return bool(json.loads(state_file.read_text()).get("error"))
+    except (OSError, ValueError):
+        return False
+
+
 def _compare(args: argparse.Namespace) -> int:
-    store = open_store(resolve_uri(args.tracking_uri), mlflow_client=args.mlflow_client)
+    uri = resolve_uri(args.tracking_uri)
+    wait_for_arriving_runs(uri)
+    store = open_store(uri, mlflow_client=args.mlflow_client)
     try:
         if args.experiment:
             title, records = experiment_runs(store, args.experiment)

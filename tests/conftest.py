@@ -149,6 +149,15 @@ def free_port() -> Callable[[], int]:
     return pick
 
 
+@pytest.fixture(scope="session")
+def ray_head(free_port):
+    """A Ray head on 127.0.0.1 for the session (``{"address", "head_dir"}``): started once, ~15 s, for every Ray
+    test; they share the xdist group "ray", so one test worker runs them all (tests/test_scaleout_ray.py)."""
+    from tests.test_scaleout_ray import started_ray_head
+
+    yield from started_ray_head(free_port)
+
+
 # --------------------------------------------------------------------------- MLflow stores
 
 _store_template_folder: list[Path] = []  # (set once per session: pytest-xdist runs a session per worker)

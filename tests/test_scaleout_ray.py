@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 mlflow = pytest.importorskip("mlflow")
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-pytestmark = pytest.mark.xdist_group("ray")  # one worker: one Ray head per module
+pytestmark = pytest.mark.xdist_group("ray")  # one test worker: one Ray head (conftest.ray_head) for all
 
 REPO = Path(__file__).resolve().parents[1]
 INSTALL = "pip install -e '.[ray]' (hydra-ray-launcher 1.2.2 with Ray 2.x)"
@@ -53,9 +53,9 @@ def _driver_env() -> dict:
     return env
 
 
-@pytest.fixture(scope="module")
-def ray_head(free_port):
-    """`ray start --head` on 127.0.0.1 with 2 CPUs, in a folder of its own (where its workers run)."""
+def started_ray_head(free_port):
+    """`ray start --head` on 127.0.0.1 with 2 CPUs, in a folder of its own (where its workers run): the generator
+    behind conftest's session fixture ``ray_head`` (one head for every Ray test, all on one test worker)."""
     installed_only = {k: v for k, v in _driver_env().items() if k != "PYTHONPATH"}
     probe = subprocess.run(
         [sys.executable, "-c", "import labnet"], cwd=tempfile.gettempdir(), env=installed_only, capture_output=True

@@ -36,7 +36,7 @@ from tests.test_faults import (  # noqa: E402  (the fault suite's readers of jou
 SPIRAL = ("trainer.progress=false",)
 RAY = importlib.util.find_spec("ray") is not None and importlib.util.find_spec("hydra_plugins.hydra_ray_launcher")
 if RAY:
-    from tests.test_scaleout_ray import RAY_ENV, ray_head  # noqa: F401  (the fixture: a head on 127.0.0.1)
+    from tests.test_scaleout_ray import RAY_ENV
 
 
 def children_by_lr(uri: str) -> dict[str, list]:
@@ -167,7 +167,7 @@ def test_labnet_sweep_raises_the_command_lines_error_when_every_job_fails_on_a_c
 
 
 @pytest.mark.skipif(not RAY, reason="Ray is not installed: pip install -e '.[ray]'")
-@pytest.mark.xdist_group("ray")  # (the test worker that runs the Ray heads)
+@pytest.mark.xdist_group("ray")  # (the test worker that runs the Ray head)
 def test_ctrl_c_on_a_ray_sweep_stops_every_job_and_the_rerun_resumes_them(tmp_path, cli, cli_start, ray_head):
     epochs = 600
     args = (

@@ -1,6 +1,6 @@
 """What a sweep's jobs in one process compute once per launch instead of once per job.
 
-labnet's launchers (``labnet_basic``, the default, and ``labnet_fused``) wrap their ``launch`` in
+labnet's launchers (``labnet_basic`` and ``labnet_fused``) wrap their ``launch`` in
 :func:`launch_scope`; inside it :func:`once_per_launch` keeps what it made for a key and hands it out again:
 
 - the plugin manager per ``plugins.block`` set (``run_policy.plugin_manager_for``): creating one scans every

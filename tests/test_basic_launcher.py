@@ -1,8 +1,6 @@
-"""labnet's default launcher (hydra_plugins/labnet_basic_launcher): Hydra's basic launcher, with each job's
+"""``hydra/launcher=labnet_basic`` (hydra_plugins/labnet_basic_launcher): Hydra's basic launcher, with each job's
 config composed once (not once for the sweeper's check and again for the launch) and the jobs' plugins loaded
-once per plugin set; ``hydra/launcher=basic`` is still Hydra's own. Sequential sweeps' behaviour (skip,
-resume, exit codes, summary, Optuna, replicates) is tested in test_sweeps.py, test_faults.py and others, all
-of which now run through this launcher."""
+once per plugin set; ``hydra/launcher=basic`` is Hydra's own."""
 
 from __future__ import annotations
 
@@ -15,6 +13,7 @@ import labnet.plugins
 import labnet.run_policy
 
 GRID = ("-m", "dataset=spiral", "optimizer.lr=0.01,0.02,0.03", "trainer.epochs=1", "tracking=none")
+LABNET_BASIC = "hydra/launcher=labnet_basic"
 
 
 @pytest.fixture
@@ -42,8 +41,8 @@ def lrs_of(cwd) -> list[float]:
     return sorted(r["params"]["optimizer.lr"] for r in results)
 
 
-def test_the_default_launcher_composes_each_job_once_and_loads_the_plugins_once(tmp_path, cli_in_process, counted):
-    proc = cli_in_process(tmp_path, *GRID)
+def test_labnet_basic_composes_each_job_once_and_loads_the_plugins_once(tmp_path, cli_in_process, counted):
+    proc = cli_in_process(tmp_path, *GRID, LABNET_BASIC)
     assert proc.returncode == 0, proc.stderr
     assert "3 jobs; 3 trained" in proc.stdout
     assert lrs_of(tmp_path) == [0.01, 0.02, 0.03]
@@ -62,12 +61,15 @@ def test_hydra_basic_launcher_is_still_hydras_own(tmp_path, cli_in_process, coun
 def test_plugins_are_shared_only_inside_a_launch(tmp_path, cli_in_process):
     """One manager per plugin set inside; fresh ones again after the sweep (a plugin registered in between,
     or installed, is seen by the next run)."""
-    import labnet.plugin_sharing as sharing
+    import labnet.per_launch as per_launch
 
-    with sharing.plugins_shared():
-        assert sharing.shared_manager(["b", "a"], object) is sharing.shared_manager(["a", "b", "a"], object)
-        assert sharing.shared_manager(["a"], object) is not sharing.shared_manager(["b"], object)
-    assert sharing.shared_manager(["a"], object) is not sharing.shared_manager(["a"], object)
-    proc = cli_in_process(tmp_path, *GRID)
+    with per_launch.launch_scope():
+        assert per_launch.once_per_launch("k", "a", object) is per_launch.once_per_launch("k", "a", object)
+        assert per_launch.once_per_launch("k", "a", object) is not per_launch.once_per_launch("k", "b", object)
+        kept = per_launch.once_per_launch("big", 1, object, keep=1)
+        per_launch.once_per_launch("big", 2, object, keep=1)
+        assert per_launch.once_per_launch("big", 1, object, keep=1) is not kept  # (keep=1: 2 pushed it out)
+    assert per_launch.once_per_launch("k", "a", object) is not per_launch.once_per_launch("k", "a", object)
+    proc = cli_in_process(tmp_path, *GRID, LABNET_BASIC)
     assert proc.returncode == 0, proc.stderr
-    assert sharing._shared is None
+    assert per_launch._kept is None

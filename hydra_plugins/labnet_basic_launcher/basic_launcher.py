@@ -1,8 +1,8 @@
-"""``hydra/launcher=labnet_basic``, labnet's default launcher: Hydra's basic launcher (jobs one after another
+"""``hydra/launcher=labnet_basic``: Hydra's basic launcher (jobs one after another
 in this process), with each job's config composed once instead of twice (``labnet.fused.compose_once``) and
 the jobs' plugins and converted data made once per launch instead of once or twice per job
 (``labnet.per_launch``).
-``hydra/launcher=basic`` is still Hydra's own.
+``hydra/launcher=basic`` (the default) is Hydra's own.
 """
 
 # (no `from __future__ import annotations`: Hydra executes this module unregistered, and a dataclass with

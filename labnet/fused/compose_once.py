@@ -5,7 +5,7 @@ result away; the launcher then composes the same job again. Composing is pure Py
 a third of a whole 12-job command (profiled: 24 compositions of ~0.45-0.7 s each on a loaded machine, beside
 ~45-60 s of training). :class:`ComposeOnce` stands in for the config loader: the sweeper's check keeps what it
 composed, and the launcher's call for the same job (inside :func:`launching`) takes it. labnet's launchers
-(``labnet_basic``, the default, and ``labnet_fused``) install it.
+(``labnet_basic`` and ``labnet_fused``) install it.
 """
 
 from __future__ import annotations

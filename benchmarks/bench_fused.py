@@ -6,7 +6,8 @@
         optimizer.lr=0.001,0.01,0.1 trainer.epochs=6 [tracking=none]  + one of
     fused:       hydra/launcher=labnet_fused      (stacked models in the launching process, one per core)
     fused1:      ... hydra.launcher.stacks=1      (one stacked model, one thread; only with --launchers)
-    sequential:  (Hydra's basic launcher)         (12 runs one after another in one process)
+    sequential:  hydra/launcher=labnet_basic      (Hydra's basic launcher, each job composed once, 12 runs in turn)
+    hydra_basic: (the default: Hydra's basic launcher, each job composed twice; only with --launchers)
     joblib:      hydra/launcher=joblib hydra.launcher.n_jobs=2   (12 runs, two processes at a time)
 
 Each repeat runs the three commands in a rotating order, each in a fresh folder (with tracking: its own SQLite
@@ -40,7 +41,8 @@ GRID = [
 LAUNCHERS = {
     "fused": ["hydra/launcher=labnet_fused"],
     "fused1": ["hydra/launcher=labnet_fused", "hydra.launcher.stacks=1"],
-    "sequential": [],
+    "sequential": ["hydra/launcher=labnet_basic"],
+    "hydra_basic": [],
     "joblib": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
 }
 
@@ -117,7 +119,7 @@ def bench(tracking: str, args) -> None:
             cpu[name].append(c)
             load = os.getloadavg()[0]
             print(f"  [{tracking}] repeat {r + 1}: {name:10s} {s:7.1f} s, CPU {c:6.1f} s (load {load:.1f})", flush=True)
-            if name == "sequential":
+            if name in ("sequential", "hydra_basic"):
                 print(f"      {breakdown(s, last[name])}", flush=True)
     print(f"\ntracking={tracking}: seconds per whole command")
     for name in names:

@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from labnet.config import check_whole
 from labnet.errors import ConfigError
+from labnet.per_launch import once_per_launch
 from labnet.plugins import get_plugin_manager
 from labnet.train.trainer import TrainerConfig
 
@@ -92,7 +93,7 @@ def plugin_manager_for(cfg: DictConfig):
     block = list(cfg.get("plugins", {}).get("block", []) or [])
     if cfg.tracking.name == "none":
         block.append("mlflow_tracker")
-    return get_plugin_manager(block=block)
+    return once_per_launch("plugins", tuple(sorted(set(block))), lambda: get_plugin_manager(block=block))
 
 
 class limited_threads:

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 import labnet
 from labnet.errors import ConfigError
 from labnet.fused import FusedTrainer, StackedModel, StackedOptimizer, stacked_loss
-from labnet.fused.compose_once import ComposeOnce, compose_once
+from labnet.fused.compose_once import ComposeOnce, compose_once, launching
 from labnet.fused.side_by_side import fit_side_by_side, split_members, stack_count
 from labnet.nn.layers import Affine, ReLU
 from labnet.nn.losses import SoftmaxCrossEntropy
@@ -125,10 +125,17 @@ def test_each_job_is_composed_once_for_the_sweepers_check_and_the_launcher():
     compose_once(context)  # (not wrapped twice)
     assert isinstance(context.config_loader, ComposeOnce) and context.config_loader._loader is loader
     master = OmegaConf.create({})
-    checked = context.config_loader.load_sweep_config(master, ["a=1"])
-    checked.hydra.job.num = 7  # the first caller's changes do not reach the second
-    launched = context.config_loader.load_sweep_config(master, ["a=1"])
-    assert loader.calls == 1 and launched.hydra.job.num == 0 and launched.overrides == ["a=1"]
-    context.config_loader.load_sweep_config(master, ["a=1"])  # a third call composes anew
-    context.config_loader.load_sweep_config(master, ["a=2"])
-    assert loader.calls == 3 and context.config_loader.other() == "delegated"
+    for overrides in (["a=1"], ["a=2"]):  # the sweeper's check of its batch
+        checked = context.config_loader.load_sweep_config(master, overrides)
+        checked.hydra.job.num = 7  # the checker's changes do not reach the launcher
+    assert loader.calls == 2
+    with launching(context):
+        launched = context.config_loader.load_sweep_config(master, ["a=1"])
+        assert loader.calls == 2 and launched.hydra.job.num == 0 and launched.overrides == ["a=1"]
+        context.config_loader.load_sweep_config(master, ["a=1"])  # a second launch of it composes anew
+        context.config_loader.load_sweep_config(master, ["a=3"])  # one the sweeper did not check (Optuna)
+        assert loader.calls == 4 and len(context.config_loader._kept) == 1  # (a=2: kept, not launched)
+    assert context.config_loader._kept == {}  # (what the launch did not take is dropped with it)
+    with launching(context):
+        context.config_loader.load_sweep_config(master, ["a=2"])
+    assert loader.calls == 5 and context.config_loader.other() == "delegated"

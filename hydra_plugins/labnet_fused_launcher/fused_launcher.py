@@ -42,6 +42,9 @@ class LabnetFusedLauncher(Launcher):
         compose_once(hydra_context)  # (the sweeper's check of each job composes it for the launcher too)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from labnet.fused.compose_once import launching
         from labnet.fused.launch import launch
+        from labnet.per_launch import launch_scope
 
-        return launch(self, job_overrides, initial_job_idx)
+        with launching(self.hydra_context), launch_scope():
+            return launch(self, job_overrides, initial_job_idx)

@@ -45,17 +45,26 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
     return Path.home() / ".cache" / "labnet"
 
 
-def carve_validation(train: Split, val_size: int, rng: np.random.Generator) -> tuple[Split, Split | None]:
-    """Split ``val_size`` random samples off the training set (none when 0)."""
+def validation_indices(n: int, val_size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray] | None:
+    """The sorted training and validation indices :func:`carve_validation` takes from ``n`` samples (None when
+    ``val_size`` is 0): one permutation drawn from ``rng``."""
     if val_size <= 0:
-        return train, None
-    if val_size >= len(train):
+        return None
+    if val_size >= n:
         from labnet.errors import ConfigError
 
         raise ConfigError(
             f"dataset.val_size={val_size} leaves no training data: the training split has "
-            f"{len(train)} samples; use a value from 0 to {len(train) - 1}"
+            f"{n} samples; use a value from 0 to {n - 1}"
         )
-    order = rng.permutation(len(train))
-    val_idx, train_idx = np.sort(order[:val_size]), np.sort(order[val_size:])
+    order = rng.permutation(n)
+    return np.sort(order[val_size:]), np.sort(order[:val_size])
+
+
+def carve_validation(train: Split, val_size: int, rng: np.random.Generator) -> tuple[Split, Split | None]:
+    """Split ``val_size`` random samples off the training set (none when 0)."""
+    carve = validation_indices(len(train), val_size, rng)
+    if carve is None:
+        return train, None
+    train_idx, val_idx = carve
     return Split(train.x[train_idx], train.y[train_idx]), Split(train.x[val_idx], train.y[val_idx])

@@ -6,6 +6,7 @@ Scratch" (``load_mnist(normalize, flatten, one_hot_label)``), plus a validation 
 from the training set with the run's generator.
 """
 
+import hashlib
 from pathlib import Path
 from typing import ClassVar
 
@@ -13,9 +14,11 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from labnet.data import idx
-from labnet.data.base import DataSplits, Split, carve_validation, data_root
+from labnet.data.base import DataSplits, Split, data_root, validation_indices
 from labnet.data.idx import IdxFile
 from labnet.errors import ConfigError, DataError
+from labnet.per_launch import active as _launch_scope_active
+from labnet.per_launch import once_per_launch
 
 
 class IdxImageDataset:
@@ -92,9 +95,41 @@ class IdxImageDataset:
         y : (n,) int64, or (n, 10) ``dtype`` if ``one_hot``
         """
         raw = self.raw()
+        source = Split(raw["train_images"], raw["train_labels"])
+        carve = validation_indices(len(source), self.val_size, rng)
+        if _launch_scope_active():  # a sweep's jobs: each float split made once (labnet.per_launch)
+            return self._splits_once(raw, carve, dtype)
         # carve on uint8 (4x less to copy), then derive fresh float arrays: the cache stays untouched
-        train, val = carve_validation(Split(raw["train_images"], raw["train_labels"]), self.val_size, rng)
+        train, val = (source, None) if carve is None else (_take(source, carve[0]), _take(source, carve[1]))
         return self._splits(raw, train, val, dtype)
+
+    def _splits_once(self, raw: dict[str, np.ndarray], carve, dtype: DTypeLike) -> DataSplits:
+        """:meth:`_splits`, each float split made once per launch for the jobs that ask for the same one (the
+        same raw arrays, carve, dtype and options) and read-only: the jobs share it."""
+        test_source = Split(raw["test_images"], raw["test_labels"])
+        item_shape = raw["train_images"].shape[1:]
+        input_shape = (int(np.prod(item_shape)),) if self.flatten else (1, *item_shape)
+        options = (type(self).__name__, np.dtype(dtype).str, self.normalize, self.flatten, self.one_hot)
+        source = Split(raw["train_images"], raw["train_labels"])
+
+        def split(source: Split, indices: np.ndarray | None) -> Split:
+            def make() -> tuple[np.ndarray, Split]:
+                converted = self._convert(source if indices is None else _take(source, indices), input_shape, dtype)
+                for array in converted:
+                    array.flags.writeable = False
+                return source.x, converted
+
+            digest = None if indices is None else hashlib.sha1(indices.tobytes()).hexdigest()
+            made_from, converted = once_per_launch("float data", (id(source.x), digest, options), make, keep=3)
+            return converted if made_from is source.x else make()[1]  # (an id reused by new raw arrays)
+
+        return DataSplits(
+            train=split(source, None if carve is None else carve[0]),
+            val=None if carve is None else split(source, carve[1]),
+            test=split(test_source, None),
+            input_shape=input_shape,
+            num_classes=self.num_classes,
+        )
 
     def _splits(self, raw: dict[str, np.ndarray], train: Split, val: Split | None, dtype: DTypeLike) -> DataSplits:
         """Float splits from the uint8 training/validation splits carved from ``raw`` (and its test split)."""
@@ -118,6 +153,10 @@ class IdxImageDataset:
         else:
             y = split.y.astype(np.int64)
         return Split(x, y)
+
+
+def _take(split: Split, indices: np.ndarray) -> Split:
+    return Split(split.x[indices], split.y[indices])
 
 
 class Mnist(IdxImageDataset):

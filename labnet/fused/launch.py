@@ -101,12 +101,11 @@ def compose_job(launcher, num: int, overrides: Sequence[str]) -> Job:
     return Job(num, list(overrides), config, cfg, folder)
 
 
-def reason_to_run_alone(job: Job, prior: dict[str, dict], manager=None) -> str | None:
-    """Why labnet's single-job path must run this job (None: it may fuse). ``manager``: the job's plugins
-    (:func:`plugin_manager_for` its config), when the caller has them."""
+def reason_to_run_alone(job: Job, prior: dict[str, dict]) -> str | None:
+    """Why labnet's single-job path must run this job (None: it may fuse)."""
     sweep = job.cfg.get("sweep") or {}
     if sweep.get("rerun") != "all":
-        found = prior.get(job_hash(job.flat, manager or plugin_manager_for(job.cfg)))
+        found = prior.get(job_hash(job.flat, plugin_manager_for(job.cfg)))
     else:
         found = None
     if found and found.get("status") == "FINISHED":
@@ -127,12 +126,8 @@ def _plugin_key(flat: dict[str, Any]) -> str:
 
 def plan_jobs(jobs: Sequence[Job], prior: dict[str, dict]) -> Plan:
     plan, fresh = Plan(), []
-    managers: dict[str, object] = {}  # (one per plugin key: loading the plugins scans every installed package)
     for i, job in enumerate(jobs):
-        key = _plugin_key(job.flat)
-        if key not in managers:
-            managers[key] = plugin_manager_for(job.cfg)
-        why = reason_to_run_alone(job, prior, managers[key])
+        why = reason_to_run_alone(job, prior)
         if why is None:
             fresh.append(i)
         else:

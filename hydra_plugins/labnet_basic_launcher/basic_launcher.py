@@ -1,0 +1,42 @@
+"""``hydra/launcher=labnet_basic``: Hydra's basic launcher (jobs one after another
+in this process), with each job's config composed once instead of twice (``labnet.fused.compose_once``) and
+the jobs' plugins and converted data made once per launch instead of once or twice per job
+(``labnet.per_launch``).
+``hydra/launcher=basic`` (the default) is Hydra's own.
+"""
+
+# (no `from __future__ import annotations`: Hydra executes this module unregistered, and a dataclass with
+# string annotations then cannot find its module)
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from hydra._internal.core_plugins.basic_launcher import BasicLauncher
+from hydra.core.config_store import ConfigStore
+from hydra.core.utils import JobReturn
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig
+
+
+@dataclass
+class LabnetBasicLauncherConf:
+    _target_: str = "hydra_plugins.labnet_basic_launcher.basic_launcher.LabnetBasicLauncher"
+
+
+ConfigStore.instance().store(
+    group="hydra/launcher", name="labnet_basic", node=LabnetBasicLauncherConf, provider="labnet"
+)
+
+
+class LabnetBasicLauncher(BasicLauncher):
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        from labnet.fused.compose_once import compose_once
+
+        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        compose_once(hydra_context)  # (the sweeper's check of each job composes it for the launcher too)
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from labnet.fused.compose_once import launching
+        from labnet.per_launch import launch_scope
+
+        with launching(self.hydra_context), launch_scope():
+            return super().launch(job_overrides, initial_job_idx)

@@ -6,8 +6,8 @@
         optimizer.lr=0.001,0.01,0.1 trainer.epochs=6 [tracking=none]  + one of
     fused:       hydra/launcher=labnet_fused      (stacked models in the launching process, one per core)
     fused1:      ... hydra.launcher.stacks=1      (one stacked model, one thread; only with --launchers)
-    sequential:  hydra/launcher=labnet_basic      (Hydra's basic launcher, each job composed once, 12 runs in turn)
-    hydra_basic: (the default: Hydra's basic launcher, each job composed twice; only with --launchers)
+    sequential:  hydra/launcher=labnet_basic      (labnet's default launcher: each job composed once, 12 runs in turn)
+    hydra_basic: hydra/launcher=hydra_basic       (Hydra's own: each job composed twice; only with --launchers)
     joblib:      hydra/launcher=joblib hydra.launcher.n_jobs=2   (12 runs, two processes at a time)
 
 Each repeat runs the three commands in a rotating order, each in a fresh folder (with tracking: its own SQLite
@@ -42,7 +42,7 @@ LAUNCHERS = {
     "fused": ["hydra/launcher=labnet_fused"],
     "fused1": ["hydra/launcher=labnet_fused", "hydra.launcher.stacks=1"],
     "sequential": ["hydra/launcher=labnet_basic"],
-    "hydra_basic": [],
+    "hydra_basic": ["hydra/launcher=hydra_basic"],
     "joblib": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
 }
 

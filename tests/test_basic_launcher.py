@@ -1,6 +1,6 @@
 """``hydra/launcher=labnet_basic`` (hydra_plugins/labnet_basic_launcher): Hydra's basic launcher, with each job's
 config composed once (not once for the sweeper's check and again for the launch) and the jobs' plugins loaded
-once per plugin set; ``hydra/launcher=basic`` is Hydra's own."""
+once per plugin set. It is the default (Hydra's name ``basic``); Hydra's own is ``hydra/launcher=hydra_basic``."""
 
 from __future__ import annotations
 
@@ -50,8 +50,17 @@ def test_labnet_basic_composes_each_job_once_and_loads_the_plugins_once(tmp_path
     assert counted["managers"] == 2  # (the sweep's callback, before the launch; then one for the 3 jobs)
 
 
-def test_hydra_basic_launcher_is_still_hydras_own(tmp_path, cli_in_process, counted):
-    proc = cli_in_process(tmp_path, *GRID, "hydra/launcher=basic")
+def test_the_default_launcher_is_labnets_and_composes_each_job_once(tmp_path, cli_in_process, counted):
+    proc = cli_in_process(tmp_path, *GRID)  # (no launcher named: Hydra's default, `basic`)
+    assert proc.returncode == 0, proc.stderr
+    assert "3 jobs; 3 trained" in proc.stdout
+    assert lrs_of(tmp_path) == [0.01, 0.02, 0.03]
+    assert counted["composed"] == 3
+    assert counted["managers"] == 2
+
+
+def test_hydras_own_basic_launcher_is_hydra_basic(tmp_path, cli_in_process, counted):
+    proc = cli_in_process(tmp_path, *GRID, "hydra/launcher=hydra_basic")
     assert proc.returncode == 0, proc.stderr
     assert lrs_of(tmp_path) == [0.01, 0.02, 0.03]
     assert counted["composed"] == 6  # (the sweeper's check, then the launch)

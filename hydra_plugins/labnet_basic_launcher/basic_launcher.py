@@ -1,8 +1,7 @@
-"""``hydra/launcher=labnet_basic``: Hydra's basic launcher (jobs one after another
-in this process), with each job's config composed once instead of twice (``labnet.fused.compose_once``) and
-the jobs' plugins and converted data made once per launch instead of once or twice per job
-(``labnet.per_launch``).
-``hydra/launcher=basic`` (the default) is Hydra's own.
+"""labnet's default launcher, ``hydra/launcher=basic`` (also ``labnet_basic``): Hydra's basic launcher (jobs one
+after another in this process), with each job's config composed once instead of twice
+(``labnet.fused.compose_once``) and the jobs' plugins and converted data made once per launch instead of once or
+twice per job (``labnet.per_launch``). Hydra's own stays available as ``hydra/launcher=hydra_basic``.
 """
 
 # (no `from __future__ import annotations`: Hydra executes this module unregistered, and a dataclass with
@@ -40,3 +39,14 @@ class LabnetBasicLauncher(BasicLauncher):
 
         with launching(self.hydra_context), launch_scope():
             return super().launch(job_overrides, initial_job_idx)
+
+
+def take_basic_name() -> None:
+    """``hydra/launcher=basic``, Hydra's default and so every sequential sweep's, is this launcher; Hydra's own is
+    ``hydra/launcher=hydra_basic``. (An override in labnet's primary config cannot do it: Hydra keeps the primary
+    config's override of a group over an experiment's own ``override /hydra/launcher: joblib``.)"""
+    from hydra._internal.core_plugins.basic_launcher import BasicLauncherConf
+
+    store = ConfigStore.instance()
+    store.store(group="hydra/launcher", name="hydra_basic", node=BasicLauncherConf, provider="hydra")
+    store.store(group="hydra/launcher", name="basic", node=LabnetBasicLauncherConf, provider="labnet")

@@ -4,7 +4,8 @@
 YAML per experiment and is served as the ``experiment`` group, so ``+experiment=NAME``
 works wherever labnet is installed. Every folder a labnet plugin returns from
 ``labnet_config_dirs()`` is appended as an ordinary config folder. And ``hydra/launcher=joblib`` becomes
-labnet's joblib launcher (``labnet_joblib_launcher``), whose killed worker fails only its own job.
+labnet's joblib launcher (``labnet_joblib_launcher``), whose killed worker fails only its own job, and
+``hydra/launcher=basic`` (the default) labnet's basic launcher, which composes each job once.
 """
 
 from __future__ import annotations
@@ -57,10 +58,12 @@ class ExperimentsConfigSource(FileConfigSource):
 
 class LabnetSearchPathPlugin(SearchPathPlugin):
     def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
+        from hydra_plugins.labnet_basic_launcher.basic_launcher import take_basic_name
         from hydra_plugins.labnet_joblib_launcher.joblib_launcher import take_joblib_name
         from labnet.config import config_dirs, plugin_config_dirs
 
         take_joblib_name()  # (see that module: why here)
+        take_basic_name()
 
         _, experiments = config_dirs()
         search_path.append(provider="labnet", path=f"labnet-experiments://{experiments}")

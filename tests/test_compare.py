@@ -25,7 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="module")
+# (session, not module: pytest-xdist runs other modules' tests in between, and a module fixture was made twice)
+@pytest.fixture(scope="session")
 def sweep(tmp_path_factory, cli):
     """One 4-job sweep (sgd, adam x lr 0.01, 0.1) in a fresh store: its URI, the client, parent and children."""
     folder = tmp_path_factory.mktemp("compare")

@@ -128,18 +128,29 @@ def test_runs_started_together_in_a_fresh_folder_each_keep_their_own_record(tmp_
     assert_no_process_left(tmp_path)
 
 
-#: on PYTHONPATH, kills its process with SIGKILL in the middle of MLflow's schema migrations (after the third
-#: table a migration creates): a process killed while it creates a new store, at a moment that leaves the
-#: database half migrated
-KILLED_IN_MIGRATION = """
+#: on PYTHONPATH, stops its process in the middle of MLflow's schema migrations (after the third table a migration
+#: creates), where the database is half migrated: with SIGKILL, or, when $PAUSE_UNTIL is set, by pausing until that
+#: file exists (having written $PAUSE_UNTIL.paused): a store creation caught half-way, on cue
+STOPPED_IN_MIGRATION = """
 import importlib
 import importlib.abc
 import os
 import signal
 import sys
+import time
 
 
-class KillInMigration(importlib.abc.MetaPathFinder):
+def stop():
+    cue = os.environ.get("PAUSE_UNTIL")
+    if not cue:
+        os.kill(os.getpid(), signal.SIGKILL)
+    open(cue + ".paused", "w").close()
+    deadline = time.monotonic() + 120
+    while not os.path.exists(cue) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+class StopInMigration(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
         if name != "alembic.operations":
             return None
@@ -151,14 +162,14 @@ class KillInMigration(importlib.abc.MetaPathFinder):
             table = create_table(operations, *args, **kwargs)
             made.append(table)
             if len(made) == 3:
-                os.kill(os.getpid(), signal.SIGKILL)
+                stop()
             return table
 
         module.Operations.create_table = counted
         return module.__spec__
 
 
-sys.meta_path.insert(0, KillInMigration())
+sys.meta_path.insert(0, StopInMigration())
 """
 
 
@@ -171,7 +182,7 @@ def test_a_store_whose_creation_was_killed_is_made_anew_by_the_next_sync(tmp_pat
     (folder,) = run_folders(tmp_path / "outputs")
     killer = tmp_path / "killer"
     killer.mkdir()
-    (killer / "sitecustomize.py").write_text(KILLED_IN_MIGRATION)
+    (killer / "sitecustomize.py").write_text(STOPPED_IN_MIGRATION)
     killed = cli(tmp_path, "sync", "--wait", str(folder), path=(killer,), fresh_store=True)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     again = cli(tmp_path, "sync", "--wait", str(folder), fresh_store=True)
@@ -180,42 +191,6 @@ def test_a_store_whose_creation_was_killed_is_made_anew_by_the_next_sync(tmp_pat
     assert run.info.status == "FINISHED" and metric_steps(store(tmp_path), run.info.run_id) == [1, 2, 3]
     assert not [*tmp_path.glob(".*partial*")], "the half-made store is gone"
 
-
-#: on PYTHONPATH, pauses its process in the middle of MLflow's schema migrations (after the third table) until
-#: the file $PAUSE_UNTIL exists, having written $PAUSE_UNTIL.paused: a store creation caught half-way, on cue
-PAUSED_IN_MIGRATION = """
-import importlib
-import importlib.abc
-import os
-import sys
-import time
-
-
-class PauseInMigration(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name != "alembic.operations":
-            return None
-        sys.meta_path.remove(self)
-        module = importlib.import_module(name)
-        create_table, made = module.Operations.create_table, []
-
-        def counted(operations, *args, **kwargs):
-            table = create_table(operations, *args, **kwargs)
-            made.append(table)
-            if len(made) == 3:
-                cue = os.environ["PAUSE_UNTIL"]
-                open(cue + ".paused", "w").close()
-                deadline = time.monotonic() + 120
-                while not os.path.exists(cue) and time.monotonic() < deadline:
-                    time.sleep(0.05)
-            return table
-
-        module.Operations.create_table = counted
-        return module.__spec__
-
-
-sys.meta_path.insert(0, PauseInMigration())
-"""
 
 #: another program opening a store as `mlflow ui` does: MLflow creates a missing one in place
 OTHER_PROGRAM = """
@@ -244,7 +219,7 @@ def test_a_store_another_program_creates_meanwhile_is_not_replaced(tmp_path, cli
     (folder,) = run_folders(tmp_path / "outputs")
     pauser = tmp_path / "pauser"
     pauser.mkdir()
-    (pauser / "sitecustomize.py").write_text(PAUSED_IN_MIGRATION)
+    (pauser / "sitecustomize.py").write_text(STOPPED_IN_MIGRATION)
     cue = tmp_path / "go"
     sync = cli_start(tmp_path, "sync", "--wait", str(folder), path=(pauser,), fresh_store=True, PAUSE_UNTIL=str(cue))
     _wait_for_file(Path(f"{cue}.paused"))  # the syncer's store is half made

@@ -61,7 +61,9 @@ def _script(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", str(SCRIPT), *args], env=_env(), capture_output=True, text=True, timeout=400)
 
 
-@pytest.fixture(scope="module")
+# (session, not module: pytest-xdist runs other modules' tests between this module's on the same worker, and a module
+# fixture was then started twice, ~35 s each with its stop)
+@pytest.fixture(scope="session")
 def server(tmp_path_factory, free_port):
     """PostgreSQL + `mlflow server` started by the documented script, stopped and deleted afterwards."""
     _ensure_postgres()

@@ -158,6 +158,17 @@ def ray_head(free_port):
     yield from started_ray_head(free_port)
 
 
+@pytest.fixture(autouse=True)
+def mlflow_tracking_uri_kept():
+    """MLflow's process-wide tracking URI as it was before each test (tests that read a store back set it; a later
+    in-process run of another test would otherwise track there)."""
+    imported = "mlflow" in sys.modules
+    before = sys.modules["mlflow.tracking._tracking_service.utils"]._tracking_uri if imported else None
+    yield
+    if "mlflow.tracking._tracking_service.utils" in sys.modules:
+        sys.modules["mlflow.tracking._tracking_service.utils"]._tracking_uri = before
+
+
 # --------------------------------------------------------------------------- MLflow stores
 
 _store_template_folder: list[Path] = []  # (set once per session: pytest-xdist runs a session per worker)

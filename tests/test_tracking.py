@@ -308,3 +308,32 @@ def test_a_store_being_made_by_another_program_is_waited_for_and_a_settled_one_i
     started = time.monotonic()
     store.create_whole(f"sqlite:///{path}")
     assert time.monotonic() - started < 1.0, "an old store is MLflow's to report, not labnet's to wait for"
+
+
+def test_a_sweeps_store_does_not_become_every_later_sweeps_store(tmp_path, monkeypatch):
+    """In a notebook, `labnet.sweep(..., tracking={"uri": A})` and then `labnet.sweep(...)`: the second goes to its
+    own default store, not to A (the sweep set MLflow's process-wide tracking URI and left it there)."""
+    import atexit
+
+    import mlflow
+    from omegaconf import OmegaConf
+
+    from labnet.sweeps.callback import Sweep
+    from labnet.tracking import sweep_summary
+    from labnet.tracking.store import EXPERIMENT_ENV, PARENT_RUN_ENV
+    from tests.conftest import empty_store
+
+    before = mlflow.get_tracking_uri()
+    uri = empty_store(tmp_path / "a.db")
+    for key in ("MLFLOW_TRACKING_URI", PARENT_RUN_ENV, EXPERIMENT_ENV):
+        monkeypatch.setenv(key, "")  # (restored afterwards: the sweep sets them for its jobs)
+        monkeypatch.delenv(key)
+    cfg = OmegaConf.create({"tracking": {"name": "mlflow", "uri": uri}, "dataset": {"name": "spiral"}})
+    sweep = Sweep(id="s1", dir=tmp_path, cfg=cfg)
+    try:
+        sweep_summary.start_parent_run(sweep)
+    finally:
+        atexit.unregister(sweep_summary._end_interrupted_parent)
+    assert sweep.info["mlflow_uri"] == uri and os.environ["MLFLOW_TRACKING_URI"] == uri  # (the jobs' store)
+    os.environ.pop("MLFLOW_TRACKING_URI")  # (as labnet.sweep restores the environment when it returns)
+    assert mlflow.get_tracking_uri() == before, "MLflow's process-wide tracking URI is left as it was"

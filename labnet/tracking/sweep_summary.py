@@ -35,10 +35,10 @@ def start_parent_run(sweep) -> None:
     import mlflow
 
     quiet_mlflow_logs()
-    uri = sweep.cfg.tracking.get("uri") or os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        mlflow.set_tracking_uri(uri)
-    uri = absolute_store_uri(mlflow.get_tracking_uri())
+    # (not mlflow.set_tracking_uri: MLflow's process-wide URI would send every later sweep of this process, a
+    # notebook's, to this one's store; the jobs find it in MLFLOW_TRACKING_URI, set below for the sweep only)
+    uri = sweep.cfg.tracking.get("uri") or os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
+    uri = absolute_store_uri(uri)
     mirror = Mirror()
     client = mirror.client(uri)
     catch_up(mirror)  # runs of earlier commands whose process died: KILLED with their checkpoints, resumable
@@ -124,8 +124,6 @@ def _end_interrupted_parent(uri: str, run_id: str) -> None:
         MlflowClient(uri).set_terminated(run_id, status="KILLED")
     except Exception:
         pass
-
-
 
 
 def results_from_mlflow(client, sweep, known: list[dict[str, Any]]) -> list[dict[str, Any]]:

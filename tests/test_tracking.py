@@ -323,7 +323,8 @@ def test_a_sweeps_store_does_not_become_every_later_sweeps_store(tmp_path, monke
     from labnet.tracking.store import EXPERIMENT_ENV, PARENT_RUN_ENV
     from tests.conftest import empty_store
 
-    before = mlflow.get_tracking_uri()
+    before = f"sqlite:///{tmp_path / 'the_notebooks_own.db'}"
+    mlflow.set_tracking_uri(before)  # (what a user set, or another test: conftest restores it afterwards)
     uri = empty_store(tmp_path / "a.db")
     for key in ("MLFLOW_TRACKING_URI", PARENT_RUN_ENV, EXPERIMENT_ENV):
         monkeypatch.setenv(key, "")  # (restored afterwards: the sweep sets them for its jobs)

@@ -300,6 +300,11 @@ def record_sync_error(folder: Path, err: BaseException) -> None:
     _write_sync_state(Path(folder), state)
 
 
+def sync_error(folder: Path) -> str | None:
+    """Why the folder's last sync failed (None: it did not, or it was never synced)."""
+    return _read_sync_state(Path(folder)).get("error")
+
+
 def _read_sync_state(folder: Path) -> dict[str, Any]:
     try:
         return json.loads((folder / SYNC_STATE_FILE).read_text())

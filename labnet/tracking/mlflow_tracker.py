@@ -57,14 +57,11 @@ def _workdir() -> Path:
 def warn_unsynced(workdir: Path) -> None:
     """Say which earlier runs of this folder are still not in MLflow, and why (their sync failed)."""
     from labnet.record.journal import owner_alive
-    from labnet.record.result import SYNC_STATE_FILE
+    from labnet.tracking.mirror import sync_error
 
     stuck = []
     for _, folder, _ in pending(workdir):
-        try:
-            error = json.loads((folder / SYNC_STATE_FILE).read_text()).get("error")
-        except (OSError, ValueError):
-            error = None
+        error = sync_error(folder)
         if error and not owner_alive(folder):
             stuck.append((folder, error))
     if stuck:
@@ -166,12 +163,9 @@ def wait_until_synced(folder: Path, tracking_cfg) -> None:
     """``tracking.sync=wait``: return when MLflow holds the whole run; say so when it can't."""
     if wait_for(_workdir(), [folder], WAIT_SECONDS):
         return
-    from labnet.record.result import SYNC_STATE_FILE
+    from labnet.tracking.mirror import sync_error
 
-    try:
-        error = json.loads((folder / SYNC_STATE_FILE).read_text()).get("error")
-    except (OSError, ValueError):
-        error = None
+    error = sync_error(folder)
     message = (
         f"MLflow does not hold this run yet ({error or f'not synced after {WAIT_SECONDS:.0f} s'}); it is recorded "
         f"in {folder}, and `labnet sync {folder}` uploads it"

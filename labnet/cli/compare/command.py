@@ -31,7 +31,7 @@ from typing import Any
 from labnet.compare.formats import FORMATS, format_rows, title_line
 from labnet.compare.records import CompareError, last_activity
 from labnet.compare.rows import build_rows, sort_rows, varying_params
-from labnet.compare.stores import open_store, resolve_uri
+from labnet.compare.stores import default_uri, open_store, resolve_uri
 
 RUN_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 SWEEP_ID_RE = re.compile(r"^[0-9A-Za-z_.-]+$")
@@ -130,19 +130,15 @@ def wait_for_arriving_runs(uri: str, timeout: float = ARRIVING_SECONDS) -> None:
     `python -m labnet` shows them instead of an empty or missing store. A run still training is not waited for
     (MLflow shows it RUNNING), nor one whose sync already failed (the store is down: `labnet sync` says why)."""
     from labnet.record.journal import owner_alive
-    from labnet.record.result import SYNC_STATE_FILE
-    from labnet.store_uri import SQLITE
+    from labnet.tracking.mirror import sync_error
     from labnet.tracking.syncer import pending, wait_for
 
     workdir = Path.cwd()
-    default = f"{SQLITE}{(workdir / 'mlflow.db').resolve()}"
+    default = default_uri()  # (a run registered without tracking.uri goes to MLflow's default store here)
     arriving = [
         folder
         for _, folder, marked in pending(workdir)
-        if (marked or default) == uri
-        and folder.is_dir()
-        and not owner_alive(folder)
-        and not _sync_failed(folder / SYNC_STATE_FILE)
+        if (marked or default) == uri and folder.is_dir() and not owner_alive(folder) and not sync_error(folder)
     ]
     if not arriving:
         return
@@ -152,15 +148,6 @@ def wait_for_arriving_runs(uri: str, timeout: float = ARRIVING_SECONDS) -> None:
             "labnet compare: warning: some runs of this folder are not in MLflow yet; `labnet sync --wait` says why",
             file=sys.stderr,
         )
-
-
-def _sync_failed(state_file: Path) -> bool:
-    import json
-
-    try:
-        return bool(json.loads(state_file.read_text()).get("error"))
-    except (OSError, ValueError):
-        return False
 
 
 def _compare(args: argparse.Namespace) -> int:

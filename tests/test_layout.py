@@ -179,3 +179,14 @@ def test_only_tracking_and_the_store_reader_make_an_mlflow_client():
             if isinstance(node, ast.ImportFrom) and any(alias.name == "MlflowClient" for alias in node.names):
                 makers.add(name)
     assert {n for n in makers if not n.startswith("labnet.tracking.")} == {"labnet.compare.stores"}
+
+
+def test_the_architecture_page_names_every_top_level_module_and_package():
+    """docs/architecture.md draws the packages: a module or package added under labnet/ (or a launcher under
+    hydra_plugins/) that it does not name is a house a newcomer cannot find from the map."""
+    page = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    top = {p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
+    top |= {f"{p.name}/" for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
+    top |= {p.name for p in (PACKAGE.parent / "hydra_plugins").iterdir() if (p / "__init__.py").is_file()}
+    missing = sorted(name for name in top if name not in page)
+    assert not missing, f"docs/architecture.md does not name {missing}"

@@ -188,6 +188,9 @@ def test_ctrl_c_on_a_ray_sweep_stops_every_job_and_the_rerun_resumes_them(tmp_pa
     for folder in started:
         end = journal(folder)[-1]
         assert end["type"] == "end" and end["status"] == "KILLED", folder
+        # stopped as Ctrl-C stops a run (Ray interrupts the task), not SIGKILLed by Ray: the run wrote its end
+        # and a checkpoint of the step it was at itself
+        assert "interrupted by SIGINT" in end["error"], end
         assert json.loads((folder / "result.json").read_text())["status"] == "KILLED"
         assert (folder / "checkpoint.npz").is_file()
     epochs_at_stop = {folder: journal_epochs(folder) for folder in started}

@@ -1,9 +1,11 @@
 """What a Ray sweep's driver does when it is stopped (Ctrl-C, SIGTERM): its jobs run in Ray's worker
-processes, not below the driver, so the command cannot stop them itself; Ray kills them (SIGKILL) once their
-driver disconnects. The driver waits for that and ends each unfinished job KILLED from its journal (its
-checkpoint of the last epoch stays for the re-run); the launcher then starts the MLflow syncer of the
-command's folder, where the jobs registered their runs: MLflow then holds them KILLED, and running the
-command again resumes them."""
+processes, not below the driver, so the command cannot signal them itself. It asks Ray to cancel each job's
+task (``ray.cancel``: Ray interrupts the task's main thread as Ctrl-C would, so a training run stops at its
+next step, writes a checkpoint of where it was and ends KILLED itself), waits for them a while, then lets go
+of Ray, which kills (SIGKILL) whatever still runs; each job that did not end itself is ended KILLED from its
+journal (its checkpoint of the last epoch stays for the re-run). The launcher then starts the MLflow syncer
+of the command's folder, where the jobs registered their runs: MLflow then holds them KILLED, and running
+the command again resumes them."""
 
 from __future__ import annotations
 
@@ -18,6 +20,44 @@ from labnet.sweeps.jobs import end_killed
 
 STOP_SECONDS = 15.0  # Ray kills a disconnected driver's workers within a few seconds
 REASON = "stopped with its sweep (Ctrl-C or SIGTERM to the command): Ray killed its task"
+
+
+@contextmanager
+def kept_job_refs() -> Iterator[list]:
+    """The ObjectRefs of the job tasks hydra-ray-launcher submits meanwhile (it keeps them to itself until it
+    waits for them), so that a stopped sweep can cancel its tasks."""
+    from hydra_plugins.hydra_ray_launcher import _core
+
+    refs: list = []
+    submit = _core.launch_job_on_ray
+
+    def submit_and_keep(*args, **kwargs):
+        ref = submit(*args, **kwargs)
+        refs.append(ref)
+        return ref
+
+    _core.launch_job_on_ray = submit_and_keep
+    try:
+        yield refs
+    finally:
+        _core.launch_job_on_ray = submit
+
+
+def cancel_jobs(refs: list, sweep_dir: Path, timeout: float = STOP_SECONDS) -> None:
+    """Ask Ray to interrupt each job's task as Ctrl-C interrupts a run (a task not yet started never starts);
+    wait, at most ``timeout`` seconds, for the jobs' runs to end themselves."""
+    import ray
+
+    for ref in refs:
+        try:
+            ray.cancel(ref, force=False)
+        except Exception:  # (already finished, or Ray is going away: ray.shutdown deals with it)
+            pass
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(owner_alive(p.parent) for p in Path(sweep_dir).rglob(JOURNAL_FILE)):
+            return
+        time.sleep(0.1)
 
 
 def end_stopped_jobs(sweep_dir: Path, timeout: float = STOP_SECONDS) -> list[Path]:

@@ -219,3 +219,33 @@ def test_ctrl_c_on_a_ray_sweep_stops_every_job_and_the_rerun_resumes_them(tmp_pa
         assert rs[0].info.status == "FINISHED"
         assert metric_steps(uri, rs[0].info.run_id) == list(range(1, epochs + 1))
     assert_no_process_left(tmp_path)
+
+
+@pytest.mark.skipif(not RAY, reason="Ray is not installed: pip install -e '.[ray]'")
+@pytest.mark.xdist_group("ray")  # (the test worker that runs the Ray head)
+def test_sigterm_to_a_ray_sweeps_command_alone_stops_its_jobs_as_ctrl_c_does(tmp_path, cli_start, ray_head):
+    """A process manager's SIGTERM reaches the command only (Ray's workers are not its children): the command
+    interrupts the jobs through Ray as Ctrl-C does (each run ends KILLED itself, with its checkpoint), exits 143,
+    and neither a job nor its worker trains on."""
+    args = (
+        "-m",
+        "hydra/launcher=labnet_ray",
+        f"hydra.launcher.ray.init.address={ray_head['address']}",
+        "optimizer.lr=0.01,0.02",
+        "trainer.epochs=600",
+        *SPIRAL,
+    )
+    proc = cli_start(tmp_path, *args, **RAY_ENV)
+    started = [job_folder(tmp_path, job, 10) for job in (0, 1)]
+    proc.send_signal(signal.SIGTERM)  # (the command's process only, not its group)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    for folder in started:
+        end = journal(folder)[-1]
+        assert end["type"] == "end" and end["status"] == "KILLED", folder
+        assert "interrupted by SIGINT" in end["error"], end  # (Ray interrupts a task as Ctrl-C does)
+        assert (folder / "checkpoint.npz").is_file()
+    epochs_at_stop = {folder: journal_epochs(folder) for folder in started}
+    time.sleep(1.0)
+    assert {f: journal_epochs(f) for f in started} == epochs_at_stop, "no job trains on after the command ended"
+    assert_no_process_left(tmp_path)

@@ -518,3 +518,28 @@ def test_an_experiment_name_mlflow_cannot_take_is_refused_before_training(tmp_pa
     assert proc.returncode == 2
     assert "tracking.experiment=" in proc.stderr and "1000 characters" in proc.stderr and "500" in proc.stderr
     assert not list(tmp_path.glob("outputs/*/*/weights.npz")), "nothing trained"
+
+
+def test_the_syncer_gives_up_on_an_ended_runs_store_that_keeps_failing_and_ends(tmp_path, cli, monkeypatch):
+    """A run whose process has ended and whose store keeps failing (a broken file, a server gone for good) is left
+    for the next labnet command in its folder or `labnet sync` once it has failed for GIVE_UP_SECONDS: the
+    background syncer then ends instead of retrying for ever (it did: each wait between retries counted the run
+    as still to follow)."""
+    import threading
+
+    from labnet.record.result import SYNC_STATE_FILE
+    from labnet.tracking import syncer
+
+    proc = cli(tmp_path, "trainer.epochs=1", "tracking.sync=later", *SPIRAL)
+    assert proc.returncode == 0, proc.stderr
+    broken = tmp_path / "mlflow.db"
+    broken.write_bytes(b"this is not a database" * 100)
+    os.utime(broken, (time.time() - 3600, time.time() - 3600))  # (not a store another program is making now)
+    monkeypatch.setattr(syncer, "GIVE_UP_SECONDS", 2.0)
+    monkeypatch.setattr(syncer, "LINGER_SECONDS", 0.5)
+    follower = syncer.Syncer(tmp_path)
+    ended = threading.Event()
+    threading.Thread(target=lambda: (follower.run(), ended.set()), daemon=True).start()
+    assert ended.wait(60), "the syncer kept retrying an ended run's failing store"
+    ((_, folder, _),) = syncer.pending(tmp_path)  # the run is left, marked, for the next command
+    assert "could not take the run" in json.loads((folder / SYNC_STATE_FILE).read_text())["error"]

@@ -156,6 +156,8 @@ class Syncer:
             if not folder.is_dir():
                 marker.unlink(missing_ok=True)
                 continue
+            if _failing(self, folder, now):
+                continue  # given up: left for the next command in this folder, or `labnet sync`
             if self.retry_at.get(folder, 0) > now:
                 left += 1
                 continue
@@ -167,9 +169,8 @@ class Syncer:
                 print(f"labnet sync: {folder}: {type(err).__name__}: {err}", flush=True)
                 with contextlib.suppress(Exception):
                     record_sync_error(folder, err)
-                if now - first > GIVE_UP_SECONDS and not owner_alive(folder):
-                    continue  # left for the next command in this folder, or `labnet sync`
-                left += 1
+                if not _failing(self, folder, now):
+                    left += 1
                 continue
             self.failing_since.pop(folder, None)
             if outcome.complete:
@@ -219,8 +220,13 @@ def main(workdir: str) -> None:
         os._exit(0)  # without the seconds Python takes to tear MLflow down
 
 
-def _failing(syncer: Syncer, folder: Path) -> bool:
-    return folder in syncer.failing_since and not owner_alive(folder)
+def _failing(syncer: Syncer, folder: Path, now: float | None = None) -> bool:
+    """Given up on: its store has failed for GIVE_UP_SECONDS (since any time, without ``now``) and its run's
+    process is gone (no more epochs will come)."""
+    since = syncer.failing_since.get(folder)
+    if since is None or (now is not None and now - since <= GIVE_UP_SECONDS):
+        return False
+    return not owner_alive(folder)
 
 
 if __name__ == "__main__":

@@ -54,10 +54,19 @@ def full_backward(layers, dout):
     return dout
 
 
+def pool_first():
+    """Pooling over the members' input as it is given (not a convolution's layout), a convolution after it."""
+    return [MaxPool2D(2, stride=1, pad=1), Conv2D(3, 3, stride=2), ReLU(), AvgPool2D(2), Flatten(), Affine(4)]
+
+
+NETS = [net(*case) for case in CONV_CASES] + [pool_first]
+NET_IDS = [f"k{k}s{s}p{p}" for k, s, p in CONV_CASES] + ["pool-first"]
+
+
 @pytest.mark.parametrize("shared", [True, False], ids=["shared-batch", "own-batches"])
-@pytest.mark.parametrize("case", CONV_CASES, ids=[f"k{k}s{s}p{p}" for k, s, p in CONV_CASES])
-def test_stacked_conv_net_equals_each_members_own_layers(case, shared):
-    singles, stacked = members(net(*case)), StackedModel(members(net(*case)))
+@pytest.mark.parametrize("make", NETS, ids=NET_IDS)
+def test_stacked_conv_net_equals_each_members_own_layers(make, shared):
+    singles, stacked = members(make), StackedModel(members(make))
     for model in (*singles, stacked):  # the first layer's input gradient too
         model.layers[0].needs_input_grad = True
     x = batch(shared)

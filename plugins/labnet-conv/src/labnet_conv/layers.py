@@ -117,7 +117,10 @@ class Conv2D(Layer):
 
 
 class _Pool2D(Layer):
-    """Shared shape logic of the pooling layers: a size x size window moved by ``stride``."""
+    """Shared shape logic of the pooling layers: a size x size window moved by ``stride``.
+
+    Both compute their output into the workspace ``out`` and their padded input gradient into ``dxpad``
+    (labnet_conv.stacked hands them slices of a fused stack's arrays there)."""
 
     example_input_shape = (2, 6, 6)
 

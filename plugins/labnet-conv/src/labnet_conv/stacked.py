@@ -9,9 +9,10 @@ Activations between stacked layers are (k, n, C, H, W). A stacked convolution ke
   another (``dout (k*F, n*OH*OW) @ col.T``);
 * a convolution over per-member batches is one batched product over the member axis.
 
-Pooling has no parameters and treats the image and channel axes alike, so one instance of the single layer pools
-the whole stack folded to 4-D in whatever order it lies in memory (no copy of a convolution's output); flatten
-keeps the member and batch axes.
+Pooling has no parameters and treats the image and channel axes alike: each member's single layer pools its part
+of the stack in whatever order it lies in memory, straight into the stack's arrays (no copy of a convolution's
+output); flatten keeps the member and batch axes. The ReLU between them (labnet.fused.layers.Elementwise) keeps
+the convolution's layout, so the convolution's backward finds its gradient laid out as its output was.
 """
 
 from __future__ import annotations

@@ -84,6 +84,8 @@ class StackedConv2D(StackedLayer):
         d2 = d.reshape(k, f, m)
         np.sum(d2, axis=2, out=self.grads["b"])
         gW, col = self.grads["W"], self.col
+        if not gW.flags.c_contiguous:  # (the products below write through reshaped views of it)
+            raise ValueError("StackedConv2D needs W's gradient in storage of its own (contiguous_params)")
         if self.was_shared:  # one wide product for every member's weight gradient
             np.matmul(d.reshape(k * f, m), col.reshape(rows, m).T, out=gW.reshape(k * f, rows))
         else:

@@ -148,24 +148,28 @@ class Elementwise(StackedLayer):
                 setattr(self.layer, cached, None)
 
     @staticmethod
-    def _memory_order(x: np.ndarray) -> tuple[np.ndarray, bool]:
-        """(k, n, f) data laid out (n, k, f) is handed to the single layer as that contiguous (n, k, f) array,
-        so that its output keeps the layout the wide products need."""
-        if x.ndim == 3 and not x.flags.c_contiguous and x.transpose(1, 0, 2).flags.c_contiguous:
-            return x.transpose(1, 0, 2), True
-        return x, False
+    def _memory_order(x: np.ndarray) -> tuple[int, ...] | None:
+        """The order of x's leading axes in which it is contiguous, when that is not the given one (None): (k, n, f)
+        data laid out (n, k, f), a convolution's (k, n, C, H, W) laid out (k, C, n, H, W). The single layer gets that
+        contiguous array, so its output keeps the layout the wide products need. The last axis stays last."""
+        if x.ndim < 3 or x.flags.c_contiguous:
+            return None
+        last = x.ndim - 1
+        order = tuple(sorted(range(last), key=lambda axis: -x.strides[axis]))
+        return order if x.transpose(*order, last).flags.c_contiguous else None
+
+    def _reorder(self, a: np.ndarray, inverse: bool = False) -> np.ndarray:
+        if self.order is None:
+            return a
+        order = tuple(np.argsort(self.order)) if inverse else self.order
+        return a.transpose(*order, a.ndim - 1)
 
     def forward(self, x, train=True):
-        x, swapped = self._memory_order(x)
-        self.swapped = swapped
-        out = self.layer.forward(x, train)
-        return out.transpose(1, 0, 2) if swapped else out
+        self.order = self._memory_order(x)
+        return self._reorder(self.layer.forward(self._reorder(x), train), inverse=True)
 
     def backward(self, dout):
-        if self.swapped:
-            dout = dout.transpose(1, 0, 2)
-        dx = self.layer.backward(dout)
-        return dx.transpose(1, 0, 2) if self.swapped else dx
+        return self._reorder(self.layer.backward(self._reorder(dout)), inverse=True)
 
 
 class PerMember(StackedLayer):

@@ -30,23 +30,25 @@ def output_size(size: int, kernel: int, stride: int, pad: int, what: str) -> int
 
 
 def pad_into(x: np.ndarray, pad: int, out: np.ndarray, value: float = 0.0) -> np.ndarray:
-    """Copy x (n, c, h, w) into the centre of ``out`` (n, c, h+2p, w+2p) and fill the border with ``value``."""
+    """Copy x (n, c, h, w) into the centre of ``out`` (n, c, h+2p, w+2p) and fill the border with ``value``
+    (any leading axes: the last two are padded)."""
     if pad == 0:
         out[...] = x
         return out
-    h, w = x.shape[2:]
-    out[:, :, :pad, :] = value
-    out[:, :, pad + h :, :] = value
-    out[:, :, pad : pad + h, :pad] = value
-    out[:, :, pad : pad + h, pad + w :] = value
-    out[:, :, pad : pad + h, pad : pad + w] = x
+    h, w = x.shape[-2:]
+    out[..., :pad, :] = value
+    out[..., pad + h :, :] = value
+    out[..., pad : pad + h, :pad] = value
+    out[..., pad : pad + h, pad + w :] = value
+    out[..., pad : pad + h, pad : pad + w] = x
     return out
 
 
 def windows(xp: np.ndarray, kh: int, kw: int, stride: int) -> np.ndarray:
-    """Read-only view (n, c, kh, kw, out_h, out_w) of the kernel windows of a padded batch."""
-    view = sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, ::stride, ::stride]
-    return view.transpose(0, 1, 4, 5, 2, 3)
+    """Read-only view (n, c, kh, kw, out_h, out_w) of the kernel windows of a padded batch (n, c, hp, wp);
+    any leading axes are kept: (k, n, c, hp, wp) gives (k, n, c, kh, kw, out_h, out_w)."""
+    view = sliding_window_view(xp, (kh, kw), axis=(-2, -1))[..., ::stride, ::stride, :, :]
+    return np.moveaxis(view, (-2, -1), (-4, -3))
 
 
 def im2col(xp: np.ndarray, kh: int, kw: int, stride: int, out: np.ndarray | None = None) -> np.ndarray:
@@ -62,14 +64,15 @@ def im2col(xp: np.ndarray, kh: int, kw: int, stride: int, out: np.ndarray | None
 
 
 def col2im(col: np.ndarray, stride: int, out: np.ndarray) -> np.ndarray:
-    """Scatter-add ``col`` (n, c, kh, kw, out_h, out_w) into the padded image ``out`` (n, c, hp, wp).
+    """Scatter-add ``col`` (n, c, kh, kw, out_h, out_w) into the padded image ``out`` (n, c, hp, wp); any
+    leading axes are kept, as in :func:`windows` (``col`` may be a strided view).
 
     ``out`` is overwritten (zeroed first) and returned; overlapping windows add up.
     """
-    _, _, kh, kw, oh, ow = col.shape
+    kh, kw, oh, ow = col.shape[-4:]
     out.fill(0)
     for i in range(kh):
         i_end = i + stride * oh
         for j in range(kw):
-            out[:, :, i:i_end:stride, j : j + stride * ow : stride] += col[:, :, i, j]
+            out[..., i:i_end:stride, j : j + stride * ow : stride] += col[..., i, j, :, :]
     return out

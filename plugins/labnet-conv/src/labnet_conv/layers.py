@@ -61,6 +61,13 @@ class Conv2D(Layer):
         self.pad = _int_at_least(self.name, "pad", pad, 0)
         self.init = init
 
+    @classmethod
+    def stacked(cls, members):
+        """k members' convolutions as one (fused sweeps): one wide product over a shared batch."""
+        from labnet_conv.stacked import StackedConv2D
+
+        return StackedConv2D(members)
+
     def output_shape(self, input_shape):
         _, h, w = _image_shape(self.name, input_shape)
         k, s, p = self.kernel_size, self.stride, self.pad
@@ -110,7 +117,10 @@ class Conv2D(Layer):
 
 
 class _Pool2D(Layer):
-    """Shared shape logic of the pooling layers: a size x size window moved by ``stride``."""
+    """Shared shape logic of the pooling layers: a size x size window moved by ``stride``.
+
+    Both compute their output into the workspace ``out`` and their padded input gradient into ``dxpad``
+    (labnet_conv.stacked hands them slices of a fused stack's arrays there)."""
 
     example_input_shape = (2, 6, 6)
 
@@ -165,6 +175,13 @@ class MaxPool2D(_Pool2D):
     """
 
     name = "max_pool2d"
+
+    @classmethod
+    def stacked(cls, members):
+        """k members' pooling as one (fused sweeps)."""
+        from labnet_conv.stacked import StackedPool2D
+
+        return StackedPool2D(members)
 
     def forward(self, x, train=True):
         n, c = x.shape[:2]
@@ -228,6 +245,13 @@ class AvgPool2D(_Pool2D):
 
     name = "avg_pool2d"
 
+    @classmethod
+    def stacked(cls, members):
+        """k members' pooling as one (fused sweeps)."""
+        from labnet_conv.stacked import StackedPool2D
+
+        return StackedPool2D(members)
+
     def forward(self, x, train=True):
         n, c = x.shape[:2]
         _, oh, ow = self.output_shape(x.shape[1:])
@@ -254,6 +278,13 @@ class Flatten(Layer):
 
     name = "flatten"
     example_input_shape = (2, 6, 6)
+
+    @classmethod
+    def stacked(cls, members):
+        """k members' flatten as one (fused sweeps)."""
+        from labnet_conv.stacked import StackedFlatten
+
+        return StackedFlatten(members)
 
     def output_shape(self, input_shape):
         return (int(np.prod(input_shape, dtype=np.int64)),)

@@ -201,6 +201,54 @@ def test_a_stopped_sweep_leaves_its_members_killed_and_the_same_command_finishes
     assert_no_process_left(tmp_path)
 
 
+def test_a_worker_killed_outright_fails_only_its_own_groups_members(tmp_path, cli_start):
+    from tests.test_sweep_workers import writer_of
+
+    epochs = 300
+    args = (*GRID, f"trainer.epochs={epochs}", "health=off", FUSED, "hydra.launcher.n_jobs=2", "tracking=none")
+    proc = cli_start(tmp_path, *args)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(tmp_path.glob("multirun/*/*/*/checkpoint.npz"))) < 4:
+        time.sleep(0.1)
+    folders = job_folders(tmp_path)
+    worker = writer_of((folders[0] / "journal.jsonl").resolve())  # the worker training jobs 0 and 2
+    assert worker != proc.pid and writer_of((folders[2] / "journal.jsonl").resolve()) == worker
+    os.kill(worker, signal.SIGKILL)  # as the OOM killer does
+    out, err = proc.communicate(timeout=120)
+
+    assert proc.returncode == 1, err[-3000:]
+    assert "Traceback" not in err and "TerminatedWorkerError" not in err, err[-3000:]
+    got = results(tmp_path)
+    assert {j: r["status"] for j, r in got.items()} == {0: "KILLED", 1: "FINISHED", 2: "KILLED", 3: "FINISHED"}
+    for job in (0, 2):
+        assert "killed by SIGKILL" in got[job]["error"] and f"job {job} [" in err
+        assert journal(folders[job])[-1]["type"] == "end" and journal(folders[job])[-1]["status"] == "KILLED"
+        assert (folders[job] / "checkpoint.npz").is_file()
+    assert all(len(got[j]["history"]) == epochs for j in (1, 3)), "the other group trained on"
+    assert "4 jobs; 2 trained; 2 killed" in out, out
+    assert_no_process_left(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("grid", "n_jobs", "line"),
+    [
+        (("optimizer.lr=0.1", "trainer.batch_size=50,100"), "1", "2 units, one after another, in this process"),
+        (("optimizer.lr=0.1,0.2",), "2", "one unit: it runs in this process"),
+    ],
+    ids=["n_jobs=1", "one-unit"],
+)
+def test_without_two_units_and_two_workers_the_units_run_in_the_launching_process(
+    tmp_path, cli_in_process, grid, n_jobs, line
+):
+    args = ("-m", *grid, "trainer.epochs=1", FUSED, f"hydra.launcher.n_jobs={n_jobs}", "tracking=none")
+    proc = cli_in_process(tmp_path, *args)
+    assert proc.returncode == 0, proc.stderr
+    assert f"labnet:   {line} (hydra.launcher.n_jobs={n_jobs})" in proc.stdout, proc.stdout
+    got = results(tmp_path)
+    assert [got[j]["status"] for j in sorted(got)] == ["FINISHED", "FINISHED"]
+    assert {read_state(f).start["pid"] for f in job_folders(tmp_path).values()} == {os.getpid()}
+
+
 @pytest.mark.parametrize("value", ["0", "-99", "x", "2.5"])
 def test_a_bad_n_jobs_is_a_config_mistake_that_names_the_value(tmp_path, cli_in_process, value):
     proc = cli_in_process(

@@ -170,7 +170,9 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
     workers = min(worker_limit(n_jobs), len(plan.units))
     lines = plan.describe(jobs)
     if n_jobs is not None and len(plan.units):
-        stacks = stack_count(OmegaConf.select(launcher.config, "hydra.launcher.stacks"), len(jobs), workers)
+        largest = max((len(ids) for kind, ids in plan.units if kind == "fused"), default=0)
+        stacks_value = OmegaConf.select(launcher.config, "hydra.launcher.stacks")
+        stacks = stack_count(stacks_value, largest, workers) if largest else None
         lines.append(spread_line(len(plan.units), workers, stacks, n_jobs))
     print("\n".join(lines), flush=True)
     if workers > 1:

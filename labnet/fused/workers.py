@@ -56,14 +56,17 @@ class UnitPayload:
     workers: int
 
 
-def spread_line(units: int, workers: int, stacks: int, n_jobs: Any) -> str:
-    """The plan's line about the workers (``workers`` already at most ``units``)."""
+def spread_line(units: int, workers: int, stacks: int | None, n_jobs: Any) -> str:
+    """The plan's line about the workers (``workers`` already at most ``units``; ``stacks``: the largest fused
+    group's, None without one)."""
     if workers <= 1:
-        return f"labnet:   one unit: it runs in this process (hydra.launcher.n_jobs={n_jobs})"
-    return (
-        f"labnet:   {units} units on {workers} worker processes (hydra.launcher.n_jobs={n_jobs}), one unit per "
-        f"worker at a time; a fused group trains as {stacks} stack{'s' if stacks != 1 else ''} in its worker"
-    )
+        where = "one unit: it runs" if units == 1 else f"{units} units, one after another,"
+        return f"labnet:   {where} in this process (hydra.launcher.n_jobs={n_jobs})"
+    line = f"labnet:   {units} units on {workers} worker processes (hydra.launcher.n_jobs={n_jobs}), "
+    line += "one unit per worker at a time"
+    if stacks is None:
+        return line
+    return line + f"; a fused group trains as {stacks} stack{'s' if stacks != 1 else ''} in its worker"
 
 
 def run_in_workers(launcher, jobs: Sequence, plan, workers: int) -> list[JobReturn]:

@@ -26,7 +26,7 @@ from labnet.config import flatten_config
 from labnet.errors import LabnetError
 from labnet.fused.grouping import fusible_groups, why_alone
 from labnet.fused.side_by_side import stack_count
-from labnet.fused.workers import run_in_workers, spread_line, worker_limit
+from labnet.fused.workers import UnitPayload, interrupted_once, run_in_workers, spread_line, worker_limit
 from labnet.record.journal import JOURNAL_FILE
 from labnet.run_policy import plugin_manager_for
 from labnet.sweeps.identity import job_hash
@@ -176,7 +176,7 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
         lines.append(spread_line(len(plan.units), workers, stacks, n_jobs))
     print("\n".join(lines), flush=True)
     if workers > 1:
-        return run_in_workers(launcher, jobs, plan, workers)
+        return run_in_workers(launcher, jobs, plan, workers, execute_unit)
     returns: list[JobReturn | None] = [None] * len(jobs)
     for kind, ids in plan.units:
         if kind == "fused" and not stopped_by_fail_fast(jobs[ids[0]]):
@@ -186,6 +186,26 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
             for i in ids:
                 returns[i] = run_alone(launcher, jobs[i])
     return returns
+
+
+def execute_unit(num: int, unit: UnitPayload, hydra_context, config, task, singleton_state) -> list[JobReturn]:
+    """A worker's run of one unit (``labnet.sweeps.workers.Execute``), as :func:`launch` runs it in the
+    launching process; ``task`` (``labnet.sweeps.workers.Task``) tells the launching process where its runs are."""
+    from types import SimpleNamespace
+
+    from hydra.core.singleton import Singleton
+
+    from labnet.per_launch import launch_scope
+
+    setup_globals()
+    Singleton.set_state(singleton_state)
+    configure_log(config.hydra.hydra_logging, config.hydra.verbose)
+    launcher = SimpleNamespace(config=config, hydra_context=hydra_context, task_function=task)
+    with launch_scope(), interrupted_once():
+        if unit.kind == "fused" and not stopped_by_fail_fast(unit.jobs[0]):
+            task.started([str(job.folder) for job in unit.jobs])
+            return run_fused(launcher, unit.jobs, stacks=unit.stacks, workers=unit.workers)
+        return [run_alone(launcher, job) for job in unit.jobs]
 
 
 def stopped_by_fail_fast(job: Job) -> bool:

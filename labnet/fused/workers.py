@@ -4,9 +4,9 @@
 The workers are the joblib launcher's (``labnet.sweeps.workers``): loky's fresh interpreters with loky's
 limits on BLAS threads, each watched on its own (a worker that dies leaves only its own unit's runs KILLED),
 all stopped with the command (Ctrl-C, SIGTERM: each ends its members KILLED with their checkpoints). A worker
-runs one unit at a time, as the launching process does without workers (``labnet.fused.launch``): a fused
-group through ``run_fused``, a job alone through Hydra's ``run_job``; each job's JobReturn goes back to the
-sweeper in the jobs' order. The jobs are composed once, in the launching process, and sent composed.
+runs one unit at a time, as the launching process does without workers (``labnet.fused.launch.execute_unit``):
+a fused group through ``run_fused``, a job alone through Hydra's ``run_job``; each job's JobReturn goes back to
+the sweeper in the jobs' order. The jobs are composed once, in the launching process, and sent composed.
 
 A group's stacks (``hydra.launcher.stacks``, one per core by default) are shared among the workers, and each
 stack's BLAS threads are the cores / (stacks x workers): the workers together use the cores, not more.
@@ -19,13 +19,13 @@ import os
 import signal
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 
 from hydra.core.utils import JobReturn
 from omegaconf import OmegaConf
 
 from labnet.errors import ConfigError
+from labnet.sweeps.workers import Execute
 
 
 def worker_limit(value: Any) -> int:
@@ -69,8 +69,9 @@ def spread_line(units: int, workers: int, stacks: int | None, n_jobs: Any) -> st
     return line + f"; a fused group trains as {stacks} stack{'s' if stacks != 1 else ''} in its worker"
 
 
-def run_in_workers(launcher, jobs: Sequence, plan, workers: int) -> list[JobReturn]:
-    """Every unit of ``plan`` on at most ``workers`` worker processes; one JobReturn per job, in job order."""
+def run_in_workers(launcher, jobs: Sequence, plan, workers: int, execute: Execute) -> list[JobReturn]:
+    """Every unit of ``plan`` on at most ``workers`` worker processes; one JobReturn per job, in job order.
+    ``execute`` runs a unit in a worker (``labnet.fused.launch.execute_unit``, the launching process's way)."""
     from hydra.core.singleton import Singleton
     from hydra.types import HydraContext
 
@@ -86,28 +87,8 @@ def run_in_workers(launcher, jobs: Sequence, plan, workers: int) -> list[JobRetu
     context = launcher.hydra_context
     loader = getattr(context.config_loader, "_loader", context.config_loader)  # (ComposeOnce: its configs stay)
     shared = (HydraContext(loader, context.callbacks), launcher.config, launcher.task_function, Singleton.get_state())
-    returns = run_units(units, workers, execute_unit, shared, worker_env(workers))
+    returns = run_units(units, workers, execute, shared, worker_env(workers))
     return [returns[i] for i in range(len(jobs))]
-
-
-def execute_unit(num: int, unit: UnitPayload, hydra_context, config, task, singleton_state) -> list[JobReturn]:
-    """A worker's run of one unit (``labnet.sweeps.workers.Execute``), as ``labnet.fused.launch.launch`` runs it
-    in the launching process."""
-    from hydra.core.singleton import Singleton
-    from hydra.core.utils import configure_log, setup_globals
-
-    from labnet.fused.launch import run_alone, run_fused, stopped_by_fail_fast
-    from labnet.per_launch import launch_scope
-
-    setup_globals()
-    Singleton.set_state(singleton_state)
-    configure_log(config.hydra.hydra_logging, config.hydra.verbose)
-    launcher = SimpleNamespace(config=config, hydra_context=hydra_context, task_function=task)
-    with launch_scope(), interrupted_once():
-        if unit.kind == "fused" and not stopped_by_fail_fast(unit.jobs[0]):
-            task.started([str(job.folder) for job in unit.jobs])
-            return run_fused(launcher, unit.jobs, stacks=unit.stacks, workers=unit.workers)
-        return [run_alone(launcher, job) for job in unit.jobs]
 
 
 @contextlib.contextmanager

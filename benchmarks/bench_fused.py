@@ -2,10 +2,16 @@
 
     LABNET_DATA_DIR=/path/to/data python benchmarks/bench_fused.py [--repeats 3] [--epochs 6] [--tracking both]
 
+    e.g. in-process fused groups against the same groups on two workers (two groups of 12, 10,000 images):
+    python benchmarks/bench_fused.py --launchers fused fused_jobs2 --tracking none --epochs 2 \\
+        --extra trainer.batch_size=50,100 dataset.val_size=50000
+
     python -m labnet -m +experiment=mnist_two_layer optimizer=sgd,momentum,adagrad,adam \\
         optimizer.lr=0.001,0.01,0.1 trainer.epochs=6 [tracking=none]  + one of
     fused:       hydra/launcher=labnet_fused      (stacked models in the launching process, one per core)
     fused1:      ... hydra.launcher.stacks=1      (one stacked model, one thread; only with --launchers)
+    fused_jobs2: ... hydra.launcher.n_jobs=2      (the fused groups in two worker processes, one stack each; only
+                 with --launchers, and only worth it with two groups or more: --extra trainer.batch_size=50,100)
     sequential:  hydra/launcher=labnet_basic      (labnet's default launcher: each job composed once, 12 runs in turn)
     hydra_basic: hydra/launcher=hydra_basic       (Hydra's own: each job composed twice; only with --launchers)
     joblib:      hydra/launcher=joblib hydra.launcher.n_jobs=2   (12 runs, two processes at a time)
@@ -41,6 +47,7 @@ GRID = [
 LAUNCHERS = {
     "fused": ["hydra/launcher=labnet_fused"],
     "fused1": ["hydra/launcher=labnet_fused", "hydra.launcher.stacks=1"],
+    "fused_jobs2": ["hydra/launcher=labnet_fused", "hydra.launcher.n_jobs=2"],
     "sequential": ["hydra/launcher=labnet_basic"],
     "hydra_basic": ["hydra/launcher=hydra_basic"],
     "joblib": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],

@@ -40,9 +40,8 @@ if JoblibLauncher is not None:
             from hydra.core.utils import configure_log, filter_overrides, setup_globals
             from hydra_plugins.hydra_joblib_launcher._core import execute_job
             from joblib import effective_n_jobs
-            from joblib._parallel_backends import LokyBackend
 
-            from labnet.sweeps.workers import run_jobs
+            from labnet.sweeps.workers import run_jobs, worker_env
 
             setup_globals()
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
@@ -51,8 +50,7 @@ if JoblibLauncher is not None:
             for idx, overrides in enumerate(job_overrides):
                 log.info(f"\t#{initial_job_idx + idx} : {' '.join(filter_overrides(overrides))}")
             shared = (self.hydra_context, self.config, self.task_function, Singleton.get_state())
-            env = LokyBackend()._prepare_worker_env(n_jobs)  # (BLAS threads: cores / n_jobs, as loky's workers)
-            return run_jobs(job_overrides, initial_job_idx, n_jobs, execute_job, shared, env)
+            return run_jobs(job_overrides, initial_job_idx, n_jobs, execute_job, shared, worker_env(n_jobs))
 
 
 def take_joblib_name() -> None:

@@ -25,6 +25,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from labnet.config import flatten_config
 from labnet.errors import LabnetError
 from labnet.fused.grouping import fusible_groups, why_alone
+from labnet.fused.side_by_side import stack_count
+from labnet.fused.workers import UnitPayload, interrupted_once, run_in_workers, spread_line, worker_limit
 from labnet.record.journal import JOURNAL_FILE
 from labnet.run_policy import plugin_manager_for
 from labnet.sweeps.identity import job_hash
@@ -164,10 +166,20 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
     for job in jobs:
         job.flat = flatten_config(job.cfg)
     plan = plan_jobs(jobs, prior_runs())
-    print("\n".join(plan.describe(jobs)), flush=True)
+    n_jobs = OmegaConf.select(launcher.config, "hydra.launcher.n_jobs")
+    workers = min(worker_limit(n_jobs), len(plan.units))
+    lines = plan.describe(jobs)
+    if n_jobs is not None and len(plan.units):
+        largest = max((len(ids) for kind, ids in plan.units if kind == "fused"), default=0)
+        stacks_value = OmegaConf.select(launcher.config, "hydra.launcher.stacks")
+        stacks = stack_count(stacks_value, largest, workers) if largest else None
+        lines.append(spread_line(len(plan.units), workers, stacks, n_jobs))
+    print("\n".join(lines), flush=True)
+    if workers > 1:
+        return run_in_workers(launcher, jobs, plan, workers, execute_unit)
     returns: list[JobReturn | None] = [None] * len(jobs)
     for kind, ids in plan.units:
-        if kind == "fused" and not _stopped_by_fail_fast(jobs[ids[0]]):
+        if kind == "fused" and not stopped_by_fail_fast(jobs[ids[0]]):
             for i, ret in zip(ids, run_fused(launcher, [jobs[i] for i in ids]), strict=True):
                 returns[i] = ret
         else:
@@ -176,7 +188,27 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
     return returns
 
 
-def _stopped_by_fail_fast(job: Job) -> bool:
+def execute_unit(num: int, unit: UnitPayload, hydra_context, config, task, singleton_state) -> list[JobReturn]:
+    """A worker's run of one unit (``labnet.sweeps.workers.Execute``), as :func:`launch` runs it in the
+    launching process; ``task`` (``labnet.sweeps.workers.Task``) tells the launching process where its runs are."""
+    from types import SimpleNamespace
+
+    from hydra.core.singleton import Singleton
+
+    from labnet.per_launch import launch_scope
+
+    setup_globals()
+    Singleton.set_state(singleton_state)
+    configure_log(config.hydra.hydra_logging, config.hydra.verbose)
+    launcher = SimpleNamespace(config=config, hydra_context=hydra_context, task_function=task)
+    with launch_scope(), interrupted_once():
+        if unit.kind == "fused" and not stopped_by_fail_fast(unit.jobs[0]):
+            task.started([str(job.folder) for job in unit.jobs])
+            return run_fused(launcher, unit.jobs, stacks=unit.stacks, workers=unit.workers)
+        return [run_alone(launcher, job) for job in unit.jobs]
+
+
+def stopped_by_fail_fast(job: Job) -> bool:
     from labnet.sweeps.jobs import failed_earlier
 
     return bool((job.cfg.get("sweep") or {}).get("fail_fast")) and failed_earlier() is not None
@@ -195,16 +227,18 @@ def run_alone(launcher, job: Job) -> JobReturn:
     return ret
 
 
-def run_fused(launcher, jobs: Sequence[Job]) -> list[JobReturn]:
+def run_fused(launcher, jobs: Sequence[Job], stacks: int | None = None, workers: int = 1) -> list[JobReturn]:
     """Train ``jobs`` as one fused group; each member's JobReturn holds its objective (NaN when it failed).
+    ``stacks``: as many stacks side by side (None: ``hydra.launcher.stacks``); ``workers``: the worker
+    processes training at once, which share the cores (labnet.fused.workers).
 
     A group that cannot be built (a config or data mistake) runs its jobs one by one instead, so each gets
     the single run's error handling and report."""
     from labnet.fused.members import Member, train_members
-    from labnet.fused.side_by_side import stack_count
     from labnet.sweeps.jobs import mark_failed
 
-    stacks = stack_count(OmegaConf.select(launcher.config, "hydra.launcher.stacks"), len(jobs))
+    if stacks is None:
+        stacks = stack_count(OmegaConf.select(launcher.config, "hydra.launcher.stacks"), len(jobs))
     callbacks = launcher.hydra_context.callbacks
     for job in jobs:
         job.folder.mkdir(parents=True, exist_ok=True)
@@ -215,7 +249,7 @@ def run_fused(launcher, jobs: Sequence[Job]) -> list[JobReturn]:
     before = HydraConfig.instance().cfg
     HydraConfig.instance().set_config(jobs[0].config)  # (a multirun's job, as run_job sets it for the task)
     try:
-        outcomes = train_members([Member(job.cfg, job.config.hydra) for job in jobs], stacks=stacks)
+        outcomes = train_members([Member(job.cfg, job.config.hydra) for job in jobs], stacks=stacks, workers=workers)
     except KeyboardInterrupt:
         print(
             "labnet: fused group interrupted; run the same command again to resume the sweep (finished jobs are "

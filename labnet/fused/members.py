@@ -47,9 +47,10 @@ class Outcome:
     error: BaseException | None = None
 
 
-def train_members(members: Sequence[Member], manager=None, stacks: int = 1) -> list[Outcome]:
+def train_members(members: Sequence[Member], manager=None, stacks: int = 1, workers: int = 1) -> list[Outcome]:
     """Build the members' fused group, train it and record every member as its own run; one outcome each.
-    ``stacks``: the group trains as that many stacks side by side, one thread each (labnet.fused.side_by_side).
+    ``stacks``: the group trains as that many stacks side by side, one thread each (labnet.fused.side_by_side);
+    ``workers``: worker processes training at once on this machine (labnet.fused.workers), sharing its cores.
 
     A ``LabnetError`` raised before any member's journal starts (the group cannot be built: a config or data
     mistake) propagates, and nothing is written: the launcher then runs the jobs one by one, as single runs.
@@ -87,7 +88,7 @@ def train_members(members: Sequence[Member], manager=None, stacks: int = 1) -> l
             {"params": encode_json(p), "run_key": np.asarray(r.run_key)}
             for p, r in zip(params, group.runs, strict=True)
         ]
-        with limited_threads(stack_threads(cfgs[0], stacks)):
+        with limited_threads(stack_threads(cfgs[0], stacks, workers)):
             finals = group.fit(on_epoch_end, checkpoint_meta=meta)
     except BaseException as err:  # the whole group stops (Ctrl-C, a bug): every member ends as a single run would
         status = "KILLED" if _is_interrupt(err) else "FAILED"
@@ -101,12 +102,13 @@ def train_members(members: Sequence[Member], manager=None, stacks: int = 1) -> l
     return [_end_member(group, j, manager, finals[j], start_time) for j in range(len(cfgs))]
 
 
-def stack_threads(cfg: DictConfig, stacks: int) -> int:
-    """BLAS threads per stack: ``trainer.threads``, else a single job's (all cores but one) for one stack, else
-    the cores shared among the stacks (as joblib's workers share them)."""
-    if stacks == 1 or cfg.trainer.get("threads") is not None:
+def stack_threads(cfg: DictConfig, stacks: int, workers: int = 1) -> int:
+    """BLAS threads per stack: ``trainer.threads``, else a single job's (all cores but one) for one stack in
+    the launching process, else the cores shared among the stacks of every worker (as joblib's workers share
+    them)."""
+    if (stacks == 1 and workers == 1) or cfg.trainer.get("threads") is not None:
         return thread_limit(cfg)
-    return max(1, (os.cpu_count() or 1) // stacks)
+    return max(1, (os.cpu_count() or 1) // (stacks * workers))
 
 
 def _member_model(group: FusedGroup, j: int):

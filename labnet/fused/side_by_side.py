@@ -18,13 +18,14 @@ from labnet.config import check_whole
 from labnet.fused.trainer import EpochCallback, FusedTrainer, RecordedCallback
 
 
-def stack_count(value, members: int) -> int:
-    """Stacks for a group of ``members``: ``hydra.launcher.stacks`` (null: one per core), at most one per member."""
+def stack_count(value, members: int, workers: int = 1) -> int:
+    """Stacks for a group of ``members``: ``hydra.launcher.stacks`` (null: one per core), at most one per member;
+    with ``workers`` worker processes training groups at once, each group gets its share (at least one)."""
     if value is None:
         wanted = os.cpu_count() or 1
     else:
         wanted = check_whole("hydra.launcher.stacks", value, 1, " or null")
-    return max(1, min(wanted, members))
+    return max(1, min(wanted // workers, members))
 
 
 def split_members(order: Sequence[int], stacks: int) -> list[list[int]]:

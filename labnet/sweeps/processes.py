@@ -11,7 +11,9 @@ GRACE_SECONDS = 10.0  # an interrupted worker writes its checkpoint and journal 
 
 
 def children(pid: int) -> list[int]:
-    """Processes below ``pid`` in this session (a syncer, in a session of its own, is not one of them)."""
+    """Processes below ``pid`` in this session (a syncer, in a session of its own, is not one of them), but
+    not loky's or multiprocessing's resource trackers: they ignore SIGINT (stopping them cost the whole grace
+    time) and end by themselves with this process, after cleaning up what the workers left."""
     session, found, frontier = os.getsid(0), [], [pid]
     parents: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
@@ -19,10 +21,11 @@ def children(pid: int) -> list[int]:
             continue
         try:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            command = (entry / "cmdline").read_bytes()
         except OSError:
             continue
         child, ppid, sid = int(entry.name), int(fields[1]), int(fields[3])
-        if sid == session:
+        if sid == session and b"resource_tracker" not in command:
             parents.setdefault(ppid, []).append(child)
     while frontier:
         below = parents.get(frontier.pop(), [])

@@ -68,7 +68,7 @@ def test_float64_members_end_one_epoch_with_the_weights_of_their_separate_runs(c
         assert finals[j]["test_accuracy"] == pytest.approx(result["metrics"]["test_accuracy"], abs=1e-9), GRID[j]
 
 
-def test_a_layer_without_a_stacked_form_trains_the_group_member_by_member(compose, monkeypatch):
+def test_a_layer_without_a_stacked_form_trains_the_group_member_by_member(compose, monkeypatch, capsys):
     """With relu taken out of the stacked forms the group says why and trains each member with the single
     trainer: the same final weights as when it trains fused."""
     cfgs = grid(compose, "trainer.epochs=1", "trainer.dtype=float64", "dataset.val_size=57000")[::4]
@@ -80,6 +80,9 @@ def test_a_layer_without_a_stacked_form_trains_the_group_member_by_member(compos
         assert "no stacked form for layer 1 (relu" in one_by_one.why_member_by_member
         seen = []
         one_by_one.fit(lambda j, run, epoch, metrics: seen.append((j, epoch, sorted(metrics))))
+    said = capsys.readouterr().out
+    assert "fused group of 3 jobs: trained member by member in this process" in said
+    assert "no stacked form for layer 1 (relu" in said
     assert [(j, e) for j, e, _ in seen] == [(0, 1), (1, 1), (2, 1)]
     assert seen[0][2] == ["epoch_seconds", "train_accuracy", "train_loss", "val_accuracy", "val_loss"]
     for j in range(len(cfgs)):

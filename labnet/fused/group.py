@@ -131,6 +131,11 @@ class FusedGroup:
         for trainer, meta in zip(self._checkpointers, checkpoint_meta or [], strict=False):
             trainer.checkpoint_meta = dict(meta)
         if self.why_member_by_member is not None:
+            print(
+                f"labnet: fused group of {len(self.cfgs)} jobs: trained member by member in this process "
+                f"(one start-up, one data load): {self.why_member_by_member}",
+                flush=True,
+            )
             return self._fit_member_by_member(on_epoch_end)
         # members of one optimizer class next to each other: each class is one run of the stacked optimizer
         order = sorted(range(len(self.cfgs)), key=lambda j: type(self.optimizers[j]).__name__)

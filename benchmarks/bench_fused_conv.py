@@ -30,7 +30,7 @@ except ImportError:  # run from a checkout without installing
     sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from bench_fused_core import truncated  # noqa: E402
+from bench_fused_core import compose_members, truncated  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 from labnet.fused.group import FusedGroup  # noqa: E402
@@ -50,30 +50,6 @@ def parse_args(argv=None):
     if not 1 <= args.members <= len(GRID):
         p.error(f"--members {args.members}: must be 1 to {len(GRID)}")
     return args
-
-
-def compose_members(k: int, dtype: str):
-    from hydra import compose, initialize_config_dir
-
-    from labnet.config import config_dirs
-
-    with initialize_config_dir(config_dir=str(config_dirs()[0]), version_base=None):
-        return [
-            compose(
-                "config",
-                overrides=[
-                    "tracking=none",
-                    "health=off",
-                    "+experiment=mnist_convnet",
-                    f"optimizer={name}",
-                    f"optimizer.lr={lr}",
-                    "trainer.epochs=1",
-                    f"trainer.dtype={dtype}",
-                    "dataset.val_size=0",  # nothing to evaluate: fit is the training loop
-                ],
-            )
-            for name, lr in GRID[:k]
-        ]
 
 
 def stacked_run(cfgs, samples: int) -> tuple[float, float, int]:
@@ -116,7 +92,8 @@ def show(name: str, values: list[float], unit: str) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    cfgs = compose_members(args.members, args.dtype)
+    # (dataset.val_size=0: nothing to evaluate, fit is the training loop)
+    cfgs = compose_members("mnist_convnet", GRID[: args.members], args.dtype, "dataset.val_size=0")
     runs = {"stacked": stacked_run, "one by one": one_by_one_run}
     for threads in args.threads:
         load_before = os.getloadavg()[0]

@@ -43,7 +43,8 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def compose_grid(dtype: str):
+def compose_members(experiment: str, grid, dtype: str, *extra: str):
+    """One composed config per (optimizer, lr) of ``grid``: ``experiment`` for one epoch, untracked, in ``dtype``."""
     from hydra import compose, initialize_config_dir
 
     from labnet.config import config_dirs
@@ -55,16 +56,20 @@ def compose_grid(dtype: str):
                 overrides=[
                     "tracking=none",
                     "health=off",
-                    "+experiment=mnist_two_layer",
+                    f"+experiment={experiment}",
                     f"optimizer={name}",
                     f"optimizer.lr={lr}",
                     "trainer.epochs=1",
                     f"trainer.dtype={dtype}",
+                    *extra,
                 ],
             )
-            for name in OPTIMIZERS
-            for lr in LRS
+            for name, lr in grid
         ]
+
+
+def compose_grid(dtype: str):
+    return compose_members("mnist_two_layer", [(name, lr) for name in OPTIMIZERS for lr in LRS], dtype)
 
 
 def truncated(group: FusedGroup, samples: int) -> None:

@@ -90,8 +90,6 @@ class Run:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-
-
 # ---------------------------------------------------------------------------
 # registration: which components a plugin provides
 # ---------------------------------------------------------------------------
@@ -170,7 +168,8 @@ def labnet_epoch_end(run, epoch, metrics, model, optimizer) -> None:
         model from this argument, not one kept from ``labnet_run_start``.
     :param optimizer: the run's :class:`labnet.nn.optimizers.Optimizer`; ``optimizer.lr`` is the learning
         rate the epoch trained with, ``optimizer.step_count`` the steps taken so far (with
-        ``trainer.eval_background``, those of the epoch that is training now).
+        ``trainer.eval_background``, those of the epoch that is training now). In a fused group, the member's
+        own optimizer: its settings and step count (its state is kept in the stacked model's).
     """
 
 

@@ -25,6 +25,20 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 SPIRAL = ("trainer.progress=false",)
 
 
+def stop_as_a_user(proc: subprocess.Popen, sig: int) -> None:
+    """Stop a command started in a process group of its own as its user would: Ctrl-C in a terminal reaches the
+    whole process group; SIGTERM (`kill PID`, a process manager) the command's process only."""
+    if sig == signal.SIGINT:
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        proc.send_signal(sig)
+
+
+def exit_code_of(sig: int) -> int:
+    """What a labnet command stopped by ``sig`` exits with (as a shell reports a signal: 128 + its number)."""
+    return 128 + int(sig)
+
+
 def store(folder: Path) -> str:
     return f"sqlite:///{folder / 'mlflow.db'}"
 
@@ -417,13 +431,10 @@ def test_stopping_a_joblib_sweep_stops_its_workers_and_the_rerun_resumes_the_kil
         if len(started) >= 2 and all(len(journal_epochs(f)) >= 5 for f in started):
             break
         time.sleep(0.05)
-    if sig == signal.SIGINT:
-        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal reaches the whole process group
-    else:
-        proc.send_signal(signal.SIGTERM)  # `kill PID`: the launching process only
+    stop_as_a_user(proc, sig)
     stopped = time.monotonic()
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == (130 if sig == signal.SIGINT else 143), err
+    assert proc.returncode == exit_code_of(sig), err
     assert "interrupted" in err
     while loky_workers(tmp_path) and time.monotonic() - stopped < 15:
         time.sleep(0.1)

@@ -186,3 +186,30 @@ def test_an_interrupted_fused_sweep_ends_its_members_killed_and_the_same_command
     resumed = {int(p.parent.name): json.loads(p.read_text()) for p in latest.glob("*/result.json")}
     assert {j: r["resumed_from_epoch"] for j, r in resumed.items()} == saved
     assert all(len(r["history"]) == 1500 for r in resumed.values())
+
+
+OPTIMIZER_PLUGIN = """
+import labnet
+
+
+@labnet.hookimpl
+def labnet_epoch_end(run, metrics, optimizer):
+    metrics["seen_lr"] = float(optimizer.lr)
+    metrics["seen_steps"] = float(optimizer.step_count)
+"""
+
+
+def test_a_plugins_epoch_end_gets_each_members_optimizer_as_a_single_run_gets_its_own(tmp_path, cli, make_plugin):
+    """``labnet_epoch_end``'s ``optimizer`` (hookspecs: its lr and step count) reaches a fused member's hooks as a
+    single job's: it was not passed, so a plugin asking for it failed in fused sweeps (and pluggy warned)."""
+    site = make_plugin(tmp_path / "site", "seer", OPTIMIZER_PLUGIN)
+    args = ("-m", "optimizer.lr=0.01,0.02", "trainer.epochs=2", "trainer.progress=false", "tracking=none")
+    seen = {}
+    for launcher in (FUSED, "hydra/launcher=basic"):
+        cwd = tmp_path / launcher.split("=")[1]
+        cwd.mkdir()
+        proc = succeeded(cli(cwd, *args, launcher, path=(site,)))
+        assert "cannot be found in this hook call" not in proc.stderr, proc.stderr
+        seen[launcher] = {job: (r["metrics"]["seen_lr"], r["metrics"]["seen_steps"]) for job, r in results(cwd).items()}
+    assert seen[FUSED] == seen["hydra/launcher=basic"]
+    assert [lr for lr, _ in seen[FUSED].values()] == [0.01, 0.02]

@@ -33,9 +33,11 @@ from tests.conftest import empty_store, labnet_env  # noqa: E402
 from tests.test_faults import (  # noqa: E402
     all_runs,
     assert_no_process_left,
+    exit_code_of,
     journal,
     journal_epochs,
     metric_steps,
+    stop_as_a_user,
     sync,
 )
 
@@ -151,13 +153,10 @@ def test_a_stopped_sweep_leaves_its_members_killed_and_the_same_command_finishes
     while time.monotonic() < deadline and len(list(tmp_path.glob("multirun/*/*/*/checkpoint.npz"))) < 4:
         time.sleep(0.1)
     assert len(list(tmp_path.glob("multirun/*/*/*/checkpoint.npz"))) == 4, "every member trains"
-    if sig == signal.SIGINT:
-        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal reaches the whole process group
-    else:
-        proc.send_signal(signal.SIGTERM)  # `kill PID`: the launching process only
+    stop_as_a_user(proc, sig)
     stopped = time.monotonic()
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == (130 if sig == signal.SIGINT else 143), err[-3000:]
+    assert proc.returncode == exit_code_of(sig), err[-3000:]
     assert time.monotonic() - stopped < 20, "well within the workers' grace time, resource trackers left alone"
     assert err.count("fused group interrupted") == 2, err[-3000:]  # (each worker's group)
     assert "Traceback" not in err, err[-3000:]

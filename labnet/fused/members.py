@@ -81,7 +81,16 @@ def train_members(members: Sequence[Member], manager=None, stacks: int = 1, work
         every = [log_every(cfg) for cfg in cfgs]
 
         def on_epoch_end(j: int, run, epoch: int, metrics: dict[str, float]) -> None:
-            manager.call("labnet_epoch_end", run=run, epoch=epoch, metrics=metrics, model=group.member_model(j))
+            optimizer = group.optimizers[j]  # (the member's own: its settings; its state is kept in the stack)
+            optimizer.step_count = run.step
+            manager.call(
+                "labnet_epoch_end",
+                run=run,
+                epoch=epoch,
+                metrics=metrics,
+                model=group.member_model(j),
+                optimizer=optimizer,
+            )
             journal_epoch(run, epoch, metrics, every[j])
 
         meta = [

@@ -541,9 +541,9 @@ def test_the_syncer_gives_up_on_an_ended_runs_store_that_keeps_failing_and_ends(
     from labnet.record.result import SYNC_STATE_FILE
     from labnet.tracking import syncer
 
-    proc = cli(tmp_path, "trainer.epochs=1", "tracking.sync=later", *SPIRAL)
+    broken = tmp_path / "mlflow.db"  # (named in the run's record: not MLflow's default of this test process)
+    proc = cli(tmp_path, "trainer.epochs=1", "tracking.sync=later", f"tracking.uri=sqlite:///{broken}", *SPIRAL)
     assert proc.returncode == 0, proc.stderr
-    broken = tmp_path / "mlflow.db"
     broken.write_bytes(b"this is not a database" * 100)
     os.utime(broken, (time.time() - 3600, time.time() - 3600))  # (not a store another program is making now)
     monkeypatch.setattr(syncer, "GIVE_UP_SECONDS", 2.0)

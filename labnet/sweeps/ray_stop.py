@@ -53,11 +53,7 @@ def cancel_jobs(refs: list, sweep_dir: Path, timeout: float = STOP_SECONDS) -> N
             ray.cancel(ref, force=False)
         except Exception:  # (already finished, or Ray is going away: ray.shutdown deals with it)
             pass
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not any(owner_alive(p.parent) for p in Path(sweep_dir).rglob(JOURNAL_FILE)):
-            return
-        time.sleep(0.1)
+    _wait_for_jobs(sweep_dir, timeout)
 
 
 def end_stopped_jobs(sweep_dir: Path, timeout: float = STOP_SECONDS) -> list[Path]:
@@ -66,11 +62,19 @@ def end_stopped_jobs(sweep_dir: Path, timeout: float = STOP_SECONDS) -> list[Pat
     import ray
 
     ray.shutdown()  # (the driver disconnects: Ray stops its tasks)
-    folders = [p.parent for p in Path(sweep_dir).rglob(JOURNAL_FILE)]
-    deadline = time.monotonic() + timeout
-    while any(owner_alive(f) for f in folders) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    folders = _wait_for_jobs(sweep_dir, timeout)
     return [f for f in folders if not owner_alive(f) and end_killed(f, REASON)]
+
+
+def _wait_for_jobs(sweep_dir: Path, timeout: float) -> list[Path]:
+    """Wait, at most ``timeout`` seconds, until no job of ``sweep_dir`` has a process (a job whose journal
+    appears meanwhile included); the jobs' folders."""
+    deadline = time.monotonic() + timeout
+    while True:
+        folders = [p.parent for p in Path(sweep_dir).rglob(JOURNAL_FILE)]
+        if not any(owner_alive(f) for f in folders) or time.monotonic() >= deadline:
+            return folders
+        time.sleep(0.1)
 
 
 @contextmanager

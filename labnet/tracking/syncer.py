@@ -207,7 +207,7 @@ def main(workdir: str) -> None:
             # between giving up the lock and exiting, a run may have registered and seen the lock held:
             # look once more, and carry on if one did (unless a new syncer took over)
             os.close(lock)
-            if not any(not _failing(syncer, f) for _, f, _ in pending(Path(workdir))):
+            if all(_failing(syncer, f, time.monotonic()) for _, f, _ in pending(Path(workdir))):
                 return
             lock = _try_lock(Path(workdir))
             if lock is None:
@@ -220,13 +220,11 @@ def main(workdir: str) -> None:
         os._exit(0)  # without the seconds Python takes to tear MLflow down
 
 
-def _failing(syncer: Syncer, folder: Path, now: float | None = None) -> bool:
-    """Given up on: its store has failed for GIVE_UP_SECONDS (since any time, without ``now``) and its run's
-    process is gone (no more epochs will come)."""
+def _failing(syncer: Syncer, folder: Path, now: float) -> bool:
+    """Given up on: its store has failed for GIVE_UP_SECONDS and its run's process is gone (no more epochs
+    will come)."""
     since = syncer.failing_since.get(folder)
-    if since is None or (now is not None and now - since <= GIVE_UP_SECONDS):
-        return False
-    return not owner_alive(folder)
+    return since is not None and now - since > GIVE_UP_SECONDS and not owner_alive(folder)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,12 @@ def parallel_jobs() -> int:
     n_jobs = OmegaConf.select(hc, "launcher.n_jobs", default=None) if hc is not None and in_multirun() else None
     if not n_jobs:
         return 1
-    n_jobs = int(n_jobs)
+    return joblib_count(int(n_jobs))
+
+
+def joblib_count(n_jobs: int) -> int:
+    """Processes for joblib's ``n_jobs``: itself when positive, else counted from the cores (-1 every core, -2
+    all but one, ...), at least one."""
     return max(1, n_jobs if n_jobs > 0 else (os.cpu_count() or 1) + 1 + n_jobs)
 
 

@@ -25,6 +25,7 @@ from hydra.core.utils import JobReturn
 from omegaconf import OmegaConf
 
 from labnet.errors import ConfigError
+from labnet.run_policy import joblib_count
 from labnet.sweeps.workers import Execute
 
 
@@ -38,7 +39,7 @@ def worker_limit(value: Any) -> int:
         if value >= 1:
             return value
         if -cores <= value <= -1:
-            return cores + 1 + value
+            return joblib_count(value)
     raise ConfigError(
         f"hydra.launcher.n_jobs={value!r}: accepted are null or 1 (one unit after another in this process), "
         f"a whole number of worker processes >= 2, or -1 to -{cores} as joblib counts (-1: one worker per core, "

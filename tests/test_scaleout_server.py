@@ -228,7 +228,11 @@ def test_server_stopped_while_runs_log_fail_or_train_on_and_lose_nothing(tmp_pat
 
     code, err, out_dir = outputs["warn"]
     assert code == 0, err[-3000:]
-    assert "warning: MLflow tracking failed" in err
+    # told while training (an epoch end saw the syncer's failure) or, when the last epoch came first on a busy
+    # machine, when the run waited for MLflow at its end: either way the run was warned and trained on
+    assert "warning: MLflow tracking failed" in err or (
+        "warning: MLflow does not hold this run yet" in err and server["url"] in err
+    ), err[-3000:]
     kept_warn = _journal(out_dir)
     assert len(kept_warn) == WARN_EPOCHS, "trained on to the end, every epoch kept in the run's folder"
     assert json.loads((out_dir / "result.json").read_text())["status"] == "FINISHED"

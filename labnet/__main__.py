@@ -99,13 +99,18 @@ def _on_sigterm(signum, frame) -> None:
 def _run_hydra() -> None:
     import hydra
 
-    if any(a in ("-m", "--multirun") for a in sys.argv[1:]):
-        signal.signal(signal.SIGTERM, _on_sigterm)  # (a single run's trainer handles SIGTERM itself)
-
     from labnet.app import task
 
-    conf = prepare_hydra(sys.argv[1:])
-    hydra.main(version_base=None, config_path=str(conf), config_name="config")(task)()
+    global _terminated
+    _terminated = False
+    sweep = any(a in ("-m", "--multirun") for a in sys.argv[1:])
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if sweep else None  # (a run's trainer handles it)
+    try:
+        conf = prepare_hydra(sys.argv[1:])
+        hydra.main(version_base=None, config_path=str(conf), config_name="config")(task)()
+    finally:
+        if previous is not None:  # (``main`` called in a process that goes on: a notebook, a test)
+            signal.signal(signal.SIGTERM, previous)
 
 
 def prepare_hydra(argv: list[str]) -> Path:

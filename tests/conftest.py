@@ -169,6 +169,23 @@ def mlflow_tracking_uri_kept():
         sys.modules["mlflow.tracking._tracking_service.utils"]._tracking_uri = before
 
 
+@pytest.fixture(autouse=True)
+def signal_handlers_kept():
+    """SIGINT and SIGTERM handled and blocked as before each test, or the test fails: an ignored or blocked signal
+    is inherited by every process the test worker starts later, whose Ctrl-C then does nothing."""
+    import signal
+
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    yield
+    changed = {sig.name: signal.getsignal(sig) for sig, handler in before.items() if signal.getsignal(sig) != handler}
+    for sig, handler in before.items():
+        signal.signal(sig, handler)
+    now_blocked = signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    assert not changed, f"the test left signal handlers changed: {changed}"
+    assert now_blocked == blocked, f"the test left signals blocked: {sorted(s.name for s in now_blocked - blocked)}"
+
+
 # --------------------------------------------------------------------------- MLflow stores
 
 _store_template_folder: list[Path] = []  # (set once per session: pytest-xdist runs a session per worker)

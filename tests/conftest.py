@@ -171,18 +171,25 @@ def mlflow_tracking_uri_kept():
 
 @pytest.fixture(autouse=True)
 def signal_handlers_kept():
-    """SIGINT and SIGTERM handled and blocked as before each test, or the test fails: an ignored or blocked signal
-    is inherited by every process the test worker starts later, whose Ctrl-C then does nothing."""
+    """SIGINT and SIGTERM handled and blocked as before each test (restored after it). A test fails when it left
+    one ignored or blocked, or handled by labnet's code: processes the test worker starts later would inherit an
+    ignored or blocked signal, and a later test in this process would run under the leftover handler."""
     import signal
 
     before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, [])
     yield
-    changed = {sig.name: signal.getsignal(sig) for sig, handler in before.items() if signal.getsignal(sig) != handler}
+    left = {sig: signal.getsignal(sig) for sig in before}
     for sig, handler in before.items():
         signal.signal(sig, handler)
     now_blocked = signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-    assert not changed, f"the test left signal handlers changed: {changed}"
+    leaked = {
+        sig.name: handler
+        for sig, handler in left.items()
+        if handler != before[sig]
+        and (handler == signal.SIG_IGN or getattr(handler, "__module__", "").startswith("labnet"))
+    }
+    assert not leaked, f"the test left signal handlers behind: {leaked}"
     assert now_blocked == blocked, f"the test left signals blocked: {sorted(s.name for s in now_blocked - blocked)}"
 
 
@@ -261,6 +268,18 @@ def store_of(cwd: Path, args: tuple[str, ...]) -> Path | None:
     return cwd / uri.removeprefix("sqlite:///") if uri.startswith("sqlite:///") else None
 
 
+def as_a_terminal_starts_it() -> None:
+    """(In a command's process, before it runs) SIGINT and SIGTERM at their defaults and unblocked, as a shell
+    in a terminal starts a command. A test session started in the background (``pytest &`` in a script) ignores
+    SIGINT, every process it starts inherits that, and Python keeps an inherited SIG_IGN: the Ctrl-C a test
+    sends would not reach a sweep's launching process (its trainers set their own handlers)."""
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
 def labnet_cli(
     cwd: Path,
     *args: str,
@@ -281,6 +300,7 @@ def labnet_cli(
         [sys.executable, "-m", "labnet", *args],
         cwd=cwd,
         env=labnet_env(path, **env),
+        preexec_fn=as_a_terminal_starts_it,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT if interleaved else subprocess.PIPE,
         text=True,
@@ -303,6 +323,7 @@ def labnet_start(
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        preexec_fn=as_a_terminal_starts_it,
     )
 
 

@@ -125,7 +125,7 @@ def log_model(client, run_id: str, folder: Path, weights: Path, spec_path: Path,
             params=run.data.params,
             tags={NOTE_TAG: description(contract, start.get("name"), dataset)},
         )
-    with _tracking_uri(client), _quiet_mlflow():
+    with _tracking_uri(client), _quiet_mlflow(), _no_requirement_scan():
         Model.log(
             artifact_path=None,
             name=MODEL_NAME,
@@ -154,6 +154,24 @@ def _tracking_uri(client):
         yield
     finally:
         mlflow.set_tracking_uri(previous)
+
+
+@contextlib.contextmanager
+def _no_requirement_scan():
+    """The model's one requirement is ``labnet==<this version>``, met by construction: the labnet logging it.
+    MLflow confirms each requirement by mapping every installed distribution to its modules (it reads all
+    their file lists: ~0.8 s per process here, more with Ray installed), on every syncer's first model."""
+    from mlflow.utils import environment
+
+    check = getattr(environment, "warn_dependency_requirement_mismatches", None)
+    if check is None:  # (another MLflow: it checks as it does)
+        yield
+        return
+    environment.warn_dependency_requirement_mismatches = lambda requirements: None
+    try:
+        yield
+    finally:
+        environment.warn_dependency_requirement_mismatches = check
 
 
 @contextlib.contextmanager

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import sys
 from pathlib import Path
@@ -151,8 +152,10 @@ def wait_until_made(path: Path, timeout: float = MADE_WAIT_SECONDS) -> None:
         time.sleep(0.2)
 
 
+@functools.cache
 def _latest_schema() -> str | None:
-    """The schema revision this MLflow creates (None: it cannot say)."""
+    """The schema revision this MLflow creates (None: it cannot say). Once per process: MLflow reads it from its
+    ~60 migration scripts (~0.4 s), and a sweep's launching process opens its store several times."""
     try:
         from mlflow.store.db.utils import _get_latest_schema_revision
 

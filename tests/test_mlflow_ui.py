@@ -86,12 +86,11 @@ def test_logging_the_model_does_not_scan_every_installed_distribution(tmp_path, 
     assert proc.returncode == 0, proc.stderr
     folder = next(tmp_path.glob("outputs/*/*/journal.jsonl")).parent
 
-    def scan():
-        raise AssertionError("every installed distribution scanned")
-
-    monkeypatch.setattr(importlib_metadata, "packages_distributions", scan)
+    scans = []  # (MLflow turns an error in its check into a warning: the calls are counted instead)
+    monkeypatch.setattr(importlib_metadata, "packages_distributions", lambda: scans.append(1) or {})
     monkeypatch.setattr(requirements_utils, "_MODULES_TO_PACKAGES", None)  # (not scanned earlier in this process)
     assert Mirror().sync(folder).complete
+    assert not scans, "every installed distribution scanned"
     client, (run,) = runs_of(store)
     (model,) = logged_models(client, run)
     mlflow.set_tracking_uri(store)

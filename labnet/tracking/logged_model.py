@@ -159,19 +159,21 @@ def _tracking_uri(client):
 @contextlib.contextmanager
 def _no_requirement_scan():
     """The model's one requirement is ``labnet==<this version>``, met by construction: the labnet logging it.
-    MLflow confirms each requirement by mapping every installed distribution to its modules (it reads all
-    their file lists: ~0.8 s per process here, more with Ray installed), on every syncer's first model."""
+    MLflow confirms each requirement by mapping every installed distribution to its modules (it reads all their
+    file lists: ~0.8 s per process here, more with Ray installed), when it saves the model and again when it
+    loads it to check the input example."""
+    import mlflow.pyfunc
     from mlflow.utils import environment
 
-    check = getattr(environment, "warn_dependency_requirement_mismatches", None)
-    if check is None:  # (another MLflow: it checks as it does)
-        yield
-        return
-    environment.warn_dependency_requirement_mismatches = lambda requirements: None
+    name = "warn_dependency_requirement_mismatches"
+    checks = {module: getattr(module, name) for module in (environment, mlflow.pyfunc) if hasattr(module, name)}
+    for module in checks:  # (another MLflow without it checks as it does)
+        setattr(module, name, lambda requirements: None)
     try:
         yield
     finally:
-        environment.warn_dependency_requirement_mismatches = check
+        for module, check in checks.items():
+            setattr(module, name, check)
 
 
 @contextlib.contextmanager

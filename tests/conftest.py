@@ -25,6 +25,7 @@ from labnet.testing import plugin_manager  # noqa: F401  (the fixture, imported 
 # background sync itself set LABNET_SYNC=background
 os.environ.setdefault("LABNET_SYNC", "wait")
 
+
 def pytest_configure(config):
     """The repository's own modules compiled once, before the test workers start: where ``PYTHONDONTWRITEBYTECODE``
     is set (as on CI here) no process writes them, and each of the ~600 Python processes the tests start would
@@ -33,9 +34,8 @@ def pytest_configure(config):
         return
     import compileall
 
-    root = Path(__file__).resolve().parents[1]
     for folder in ("labnet", "hydra_plugins", "plugins"):
-        compileall.compile_dir(root / folder, quiet=1)
+        compileall.compile_dir(REPO / folder, quiet=1)
 
 
 #: ../shared/data next to the repository, as in CI (DESIGN.md, "Data files")
